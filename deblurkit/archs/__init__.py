@@ -1,0 +1,145 @@
+"""Registry of deblurring architectures.
+
+Each network family registers an :class:`Architecture`: how to build it from a config dict, the
+input sizes it accepts (:class:`SizeRule`), the precisions it is safe in, and the smallest tile that
+keeps its official inference procedure meaningful. Networks use the official state-dict names so
+official checkpoints load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "SizeRule",
+    "get_architecture",
+    "register",
+]
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """Input sizes a network accepts and how its official test code pads to them.
+
+    ``multiple``: height and width must be multiples of it. ``square``: height must equal width.
+    ``pad_mode``: ``"constant"`` (zeros) or ``"reflect"``. ``centred``: pad evenly on both sides
+    (top/left get the floor half) instead of only bottom/right.
+    """
+
+    multiple: int = 1
+    square: bool = False
+    pad_mode: str = "constant"
+    centred: bool = False
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The smallest accepted (height, width) that contains an image of the given size."""
+
+        def up(n: int) -> int:
+            return -(-n // self.multiple) * self.multiple
+
+        if self.square:
+            side = up(max(height, width))
+            return side, side
+        return up(height), up(width)
+
+    def pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Pad a B×C×H×W tensor to an accepted size; returns it and the (top, left) offset."""
+        height, width = x.shape[-2:]
+        target_h, target_w = self.padded_size(height, width)
+        extra_h, extra_w = target_h - height, target_w - width
+        top, left = (extra_h // 2, extra_w // 2) if self.centred else (0, 0)
+        pads = (left, extra_w - left, top, extra_h - top)
+        if not any(pads):
+            return x, (0, 0)
+        if self.pad_mode == "reflect":
+            return _reflect_pad(x, pads), (top, left)
+        return F.pad(x, pads, mode=self.pad_mode), (top, left)
+
+
+def _reflect_pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Reflect padding that also works when a pad exceeds the image side.
+
+    ``F.pad(mode="reflect")`` needs each pad smaller than the side it mirrors; larger pads are applied
+    as repeated reflections (what the official code would do had the image been big enough). A side of
+    one pixel has nothing to mirror and is replicated.
+    """
+    left, right, top, bottom = pads
+    while left or right or top or bottom:
+        height, width = x.shape[-2:]
+        if height == 1 or width == 1:
+            return F.pad(x, (left, right, top, bottom), mode="replicate")
+        step = (min(left, width - 1), min(right, width - 1), min(top, height - 1), min(bottom, height - 1))
+        x = F.pad(x, step, mode="reflect")
+        left, right, top, bottom = (p - s for p, s in zip((left, right, top, bottom), step, strict=True))
+    return x
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered network family.
+
+    ``build(**config)`` returns the bare network (official state-dict names); its forward accepts
+    inputs whose size obeys ``size_rule`` (a :class:`SizeRule`, or a function of the config) and
+    returns the restored image. ``precisions`` lists the autocast dtypes the network is verified safe
+    in (``"fp32"`` always). ``min_tile`` is the smallest tile side for which tiled inference still
+    reproduces the official procedure sensibly.
+    ``default_config`` documents the official configuration used when a card gives none.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    size_rule: SizeRule | Callable[[Mapping[str, Any]], SizeRule]
+    precisions: tuple[str, ...] = ("fp32",)
+    min_tile: int = 64
+    default_config: Mapping[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    def size_rule_for(self, config: Mapping[str, Any]) -> SizeRule:
+        """The size rule of a particular configuration (some depend on the network's depth)."""
+        if isinstance(self.size_rule, SizeRule):
+            return self.size_rule
+        return self.size_rule(config)
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+# Modules that register architectures when imported; imported lazily on first lookup.
+_ARCH_MODULES = ("nafnet", "restormer", "uformer")
+
+
+def register(arch: Architecture) -> Architecture:
+    """Add an architecture to the registry (names are unique)."""
+    if arch.name in ARCHITECTURES:
+        raise ValueError(f"architecture {arch.name!r} is already registered")
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+def _import_all() -> None:
+    for module in _ARCH_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def get_architecture(name: str) -> Architecture:
+    """Look up a registered architecture by name (e.g. ``"nafnet"``, ``"restormer"``)."""
+    _import_all()
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise KeyError(f"unknown architecture {name!r}; known: {known}") from None
+
+
+def all_architectures() -> dict[str, Architecture]:
+    """Every registered architecture, by name."""
+    _import_all()
+    return dict(ARCHITECTURES)

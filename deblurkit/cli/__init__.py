@@ -1,0 +1,55 @@
+"""The ``deblurkit`` command line: a thin layer over the library, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .._version import __version__
+from ..errors import DeblurkitError
+
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr and a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DeblurkitError as err:
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="deblurkit")
+def cli() -> None:
+    """Deblur photos with a zoo of restoration networks, and fine-tune them with MAE perceptual losses.
+
+    \b
+    Examples:
+      deblurkit zoo list
+      deblurkit deblur photos/ -o restored/
+      deblurkit score restored/ sharp/ --metrics psnr,ssim
+    """
+
+
+def _register_commands() -> None:
+    from . import score as score_commands
+    from . import zoo as zoo_commands
+
+    cli.add_command(zoo_commands.zoo)
+    cli.add_command(score_commands.score)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(prog_name="deblurkit", standalone_mode=True))

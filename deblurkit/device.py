@@ -1,0 +1,36 @@
+"""Device selection shared by every command."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import DeblurkitError
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device must exist."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise DeblurkitError(f"unknown device {spec!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeblurkitError(f"device {spec!r} asked for, but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeblurkitError(
+                f"device {spec!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeblurkitError("device 'mps' asked for, but Apple MPS is not available here")
+    return device

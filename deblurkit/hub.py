@@ -1,0 +1,245 @@
+"""Weights from the Hugging Face Hub: pinned download, sha256 check, safe ``.pth`` conversion.
+
+Every file is downloaded with ``hf_hub_download`` at the revision its card pins and its sha256 is
+checked before anything reads it. Upstream ``.pth`` pickles are opened only with
+``torch.load(weights_only=True)`` and converted once to safetensors in deblurkit's cache, so later
+loads are pickle-free. ``HF_HUB_OFFLINE``, ``HF_HOME`` and ``HF_TOKEN`` are honoured (by
+huggingface_hub itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import errors as hub_errors
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ._version import __version__
+from .errors import WeightsError
+from .zoo import WeightsSource
+
+__all__ = [
+    "cache_dir",
+    "download",
+    "fetch_weights",
+    "load_state_dict",
+    "read_pth_state_dict",
+    "sha256_of",
+    "write_safetensors",
+    "write_text_atomic",
+]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Keys under which training frameworks wrap a state dict, most specific first.
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net")
+
+
+def cache_dir() -> Path:
+    """deblurkit's own cache (converted weights, verification stamps): ``$DEBLURKIT_CACHE`` or
+    ``$HF_HOME/deblurkit``."""
+    return Path(os.environ.get("DEBLURKIT_CACHE") or Path(constants.HF_HOME) / "deblurkit")
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp_path(sha256: str) -> Path:
+    return cache_dir() / "verified" / f"{sha256}.json"
+
+
+def _file_signature(path: Path) -> dict[str, int | str]:
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _verify(path: Path, expected: str, what: str) -> None:
+    """Check ``path`` hashes to ``expected``; a stamp remembers files already verified unchanged."""
+    path = path.resolve()
+    stamp = _stamp_path(expected)
+    try:
+        if json.loads(stamp.read_text()) == _file_signature(path):
+            return
+    except (OSError, ValueError):
+        pass
+    actual = sha256_of(path)
+    if actual != expected:
+        raise WeightsError(
+            f"sha256 mismatch for {what}: expected {expected}, got {actual}; refusing to load it "
+            f"(delete {path} and download it again)"
+        )
+    with _atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps(_file_signature(path)))
+
+
+@contextmanager
+def _atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` once written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_safetensors(
+    state_dict: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
+) -> None:
+    """Write a state dict as safetensors, atomically (a crash never leaves a partial file)."""
+    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state_dict.items()}
+    with _atomic_path(Path(path)) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata or {}))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    with _atomic_path(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def download(repo_id: str, filename: str, revision: str, *, what: str = "") -> Path:
+    """``hf_hub_download`` with every failure turned into one clear line."""
+    what = what or f"{repo_id}/{filename}@{revision}"
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                library_name="deblurkit",
+                library_version=__version__,
+            )
+        )
+    except hub_errors.LocalEntryNotFoundError:
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
+        raise WeightsError(
+            f"{what} is not in the local Hub cache and {reason}; fetch it where there is a network "
+            f"(`deblurkit zoo download`) or pass a local file with --weights"
+        ) from None
+    except hub_errors.GatedRepoError:
+        raise WeightsError(f"{what} is gated on the Hub: accept its terms and set HF_TOKEN") from None
+    except hub_errors.RepositoryNotFoundError:
+        raise WeightsError(f"{what}: the Hub has no repository {repo_id!r} (or it is private)") from None
+    except hub_errors.RevisionNotFoundError:
+        raise WeightsError(f"{what}: the Hub repository {repo_id!r} has no revision {revision!r}") from None
+    except hub_errors.EntryNotFoundError:
+        raise WeightsError(f"{what}: the Hub repository {repo_id!r} has no file {filename!r}") from None
+    except (hub_errors.HfHubHTTPError, OSError) as err:
+        raise WeightsError(f"{what} could not be downloaded: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _hub_checksum(path: Path) -> str:
+    """The sha256 the Hub published for an LFS file: its blob's name in the Hub cache."""
+    name = path.resolve().name
+    return name if _SHA256.fullmatch(name) else ""
+
+
+def fetch_weights(source: WeightsSource, *, name: str = "") -> Path:
+    """Download (or find in the cache) an entry's weights, verify them, and return a safetensors path.
+
+    Upstream ``.pth`` files are converted once; the converted file is keyed by the pinned sha256 so a
+    later load needs neither the pickle nor the network.
+    """
+    what = name or f"{source.repo_id}/{source.filename}"
+    if not source.on_hub:
+        where = f" from {source.download_page}" if source.download_page else ""
+        raise WeightsError(
+            f"{what} has no Hub copy: download {source.filename}{where} and pass it with --weights FILE"
+        )
+    if source.format == "pth" and source.sha256:
+        converted = cache_dir() / "converted" / f"{source.sha256}.safetensors"
+        if converted.is_file():
+            return converted
+    path = download(source.repo_id, source.filename, source.revision, what=what)
+    expected = source.sha256 or _hub_checksum(path)
+    if not expected:
+        raise WeightsError(
+            f"{what}: no sha256 to verify it against (neither pinned nor published by the Hub)"
+        )
+    _verify(path, expected, what)
+    if source.format == "safetensors":
+        return path
+    converted = cache_dir() / "converted" / f"{expected}.safetensors"
+    if not converted.is_file():
+        state = read_pth_state_dict(path, key=source.key, strip_prefix=source.strip_prefix)
+        write_safetensors(
+            state, converted, {"source": f"{source.repo_id}/{source.filename}", "sha256": expected}
+        )
+    return converted
+
+
+def _unwrap(obj: object, key: str) -> object:
+    if not isinstance(obj, Mapping):
+        return obj
+    if key:
+        if key not in obj:
+            raise WeightsError(f"the checkpoint has no {key!r} entry (it has: {', '.join(map(str, obj))})")
+        return obj[key]
+    if all(isinstance(value, torch.Tensor) for value in obj.values()):
+        return obj
+    for candidate in _WRAPPER_KEYS:
+        if isinstance(obj.get(candidate), Mapping):
+            return obj[candidate]
+    return obj
+
+
+def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    prefix = prefix or ("module." if state and all(k.startswith("module.") for k in state) else "")
+    return {(k[len(prefix) :] if prefix and k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def read_pth_state_dict(path: Path, *, key: str = "", strip_prefix: str = "") -> dict[str, torch.Tensor]:
+    """Read an upstream ``.pth`` safely (``weights_only=True``), unwrap it and return plain tensors."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as err:
+        raise WeightsError(
+            f"{Path(path).name} is not a plain-tensor checkpoint; refusing to unpickle it ({_one_line(err)})"
+        ) from None
+    except (OSError, EOFError) as err:
+        raise WeightsError(f"{Path(path).name} cannot be read: {_one_line(err)}") from None
+    state = _unwrap(obj, key)
+    if not isinstance(state, Mapping) or not state:
+        raise WeightsError(f"{Path(path).name} holds no state dict")
+    bad = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"{Path(path).name}: entries that are not tensors: {', '.join(map(str, bad[:5]))}")
+    return _strip(state, strip_prefix)
+
+
+def load_state_dict(path: Path | str, *, key: str = "", strip_prefix: str = "") -> dict[str, torch.Tensor]:
+    """Read a weights file: safetensors directly, an upstream ``.pth``/``.pt``/``.ckpt`` safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            return _strip(load_file(str(path)), strip_prefix)
+        except (SafetensorError, OSError) as err:
+            raise WeightsError(f"{path.name} is not a valid safetensors file ({_one_line(err)})") from None
+    return read_pth_state_dict(path, key=key, strip_prefix=strip_prefix)

@@ -1,0 +1,294 @@
+"""Reading images for scoring and deblurring: the file's own sample type kept, orientation applied.
+
+``read_image`` returns pixels as H×W×C numpy arrays (C = 1 or 3) in the file's own sample type
+(uint8, uint16 or float32) with any alpha channel split off, and raises :class:`ImageReadError` with
+a one-line message for anything it cannot read. Pillow decodes everything it can hold exactly;
+16-bit RGB(A) PNGs are decoded by Pillow twice (high and low bytes) and multi-channel TIFFs Pillow
+cannot hold exactly (16-bit RGB, float RGB) are read with ``tifffile``.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from .errors import ImageReadError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "read_image", "to_float"]
+
+DEFAULT_MAX_PIXELS = 20000 * 20000
+"""Largest image ``read_image`` accepts by default (400 megapixels)."""
+
+# Pillow raw modes that truncate 16-bit PNG samples to 8 bits, and the raw mode that reads the
+# other (low) byte of each sample with the same filter stride (grey+alpha: see _png_16bit).
+_PNG_LOW_BYTE_RAWMODE = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": ""}
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image: ``pixels`` is H×W×C (C = 1 or 3) in the file's sample type."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None
+    bit_depth: int
+    mode: str
+    format: str | None
+    icc_profile: bytes | None
+    exif: bytes | None
+    path: Path
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.pixels.shape[2])
+
+
+def to_float(array: np.ndarray) -> np.ndarray:
+    """Samples as float32 in [0, 1]: uint8 / 255, uint16 / 65535, floats unchanged."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(65535)
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32, copy=False)
+    raise TypeError(f"unsupported sample type {array.dtype}")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _open(fp: io.BufferedReader, filename: str) -> Image.Image:
+    """``Image.open`` minus Pillow's global decompression-bomb limit: ``read_image`` applies its own."""
+    Image.preinit()
+    prefix = fp.read(16)
+    for loader in (None, Image.init):
+        if loader is not None:
+            loader()
+        for fmt in list(Image.ID):
+            factory, accept = Image.OPEN[fmt]
+            try:
+                accepted = accept is None or accept(prefix)
+                if accepted and not isinstance(accepted, str):
+                    fp.seek(0)
+                    return factory(fp, filename)
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise UnidentifiedImageError("not a recognised image format")
+
+
+def _check_size(width: int, height: int, max_pixels: int, path: Path) -> None:
+    if width * height > max_pixels:
+        raise ImageReadError(
+            f"{path}: image is too large ({width}×{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,})"
+        )
+
+
+def _srgb_from_cmyk(image: Image.Image) -> tuple[Image.Image, bytes | None]:
+    """CMYK → RGB through the embedded ICC profile where ImageCms can, else Pillow's plain formula."""
+    profile = image.info.get("icc_profile")
+    if profile:
+        try:
+            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
+            if converted is not None:
+                return converted, srgb.tobytes()
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass
+    return image.convert("RGB"), None
+
+
+def _split(array: np.ndarray, has_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if has_alpha:
+        return np.ascontiguousarray(array[:, :, :-1]), np.ascontiguousarray(array[:, :, -1])
+    return np.ascontiguousarray(array), None
+
+
+def _pillow_pixels(image: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Pixels, alpha and bit depth of an oriented Pillow image in one of the modes Pillow holds exactly."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(image).astype(np.uint16)[:, :, None], None, 16
+    if mode == "I":
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageReadError(f"{path}: 32-bit integer samples outside 0..65535 are not supported")
+        return values.astype(np.uint16)[:, :, None], None, 16
+    if mode == "F":
+        return np.asarray(image, dtype=np.float32)[:, :, None], None, 32
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        pixels, alpha = _split(np.asarray(image), has_alpha=mode.endswith("A"))
+        return pixels, alpha, 8
+    if mode == "1":
+        return np.asarray(image.convert("L"))[:, :, None], None, 8
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        pixels, alpha = _split(np.asarray(image.convert("RGBA" if has_alpha else "RGB")), has_alpha)
+        return pixels, alpha, 8
+    if mode in ("La", "RGBa", "RGBX", "YCbCr", "LAB", "HSV"):
+        has_alpha = mode in ("La", "RGBa")
+        try:
+            converted = image.convert("RGBA" if has_alpha else "RGB")
+        except ValueError as err:
+            raise ImageReadError(f"{path}: cannot convert {mode} to RGB: {_one_line(err)}") from err
+        pixels, alpha = _split(np.asarray(converted), has_alpha)
+        return pixels, alpha, 8
+    raise ImageReadError(f"{path}: unsupported image mode {mode!r}")
+
+
+def _png_16bit(path: Path, rawmode: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A 16-bit RGB/RGBA/grey+alpha PNG, which Pillow would truncate to 8 bits.
+
+    Pillow's own PNG decoder runs with a raw mode of the same bytes per pixel (so the PNG filters
+    are undone correctly) that keeps the other bytes: grey+alpha is read as the four bytes
+    (L high, L low, A high, A low); RGB(A) is read twice, for the high and for the low bytes.
+    """
+    raws = ("RGBA",) if rawmode == "LA;16B" else (rawmode, _PNG_LOW_BYTE_RAWMODE[rawmode])
+    decoded = []
+    for raw in raws:
+        with path.open("rb") as fp:
+            image = _open(fp, str(path))
+            _check_size(*image.size, max_pixels, path)
+            image.tile = [tile._replace(args=raw) for tile in image.tile]
+            image.load()
+            decoded.append(np.asarray(ImageOps.exif_transpose(image)).astype(np.uint16))
+    if rawmode == "LA;16B":
+        b = decoded[0]
+        return (b[:, :, 0:1] << 8) | b[:, :, 1:2], (b[:, :, 2] << 8) | b[:, :, 3]
+    return _split((decoded[0] << 8) | decoded[1], has_alpha=rawmode.startswith("RGBA"))
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF/TIFF orientation value (1-8) to an H×W(×C) array."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, -1)[:, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(array)) if op else array
+
+
+def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
+    """Multi-channel TIFFs Pillow cannot hold exactly (16-bit or float RGB/RGBA), via tifffile."""
+    try:
+        import tifffile
+    except ImportError as err:  # pragma: no cover - tifffile ships with scikit-image
+        raise ImageReadError(f"{path}: reading this TIFF needs the 'tifffile' package") from err
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            height, width = page.imagelength, page.imagewidth
+            _check_size(width, height, max_pixels, path)
+            array = page.asarray()
+            tags = page.tags
+            orientation = int(tags["Orientation"].value) if "Orientation" in tags else 1
+            icc = tags["InterColorProfile"].value if "InterColorProfile" in tags else None
+    except ImageReadError:
+        raise
+    except Exception as err:  # tifffile raises many types for broken files
+        raise ImageReadError(f"{path}: cannot decode TIFF: {_one_line(err)}") from err
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ImageReadError(f"{path}: unsupported TIFF layout {array.shape} ({array.dtype})")
+    if array.dtype == np.uint16 or array.dtype == np.float32:
+        bit_depth = 16 if array.dtype == np.uint16 else 32
+    elif array.dtype == np.float64 or array.dtype == np.float16:
+        array, bit_depth = array.astype(np.float32), 32
+    else:
+        raise ImageReadError(f"{path}: unsupported TIFF sample type {array.dtype}")
+    pixels, alpha = _split(_orient(array, orientation), has_alpha=array.shape[2] == 4)
+    return LoadedImage(
+        pixels,
+        alpha,
+        bit_depth,
+        "RGBA" if alpha is not None else "RGB",
+        "TIFF",
+        bytes(icc) if icc is not None else None,
+        None,
+        path,
+    )
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode ``path`` fully, orientation applied; every failure is an :class:`ImageReadError`."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read: {_one_line(err)}") from err
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image")
+    if size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    try:
+        with path.open("rb") as fp:
+            magic = fp.read(4)
+            fp.seek(0)
+            try:
+                image = _open(fp, str(path))
+            except UnidentifiedImageError:
+                if magic in _TIFF_MAGIC:
+                    return _read_tifffile(path, max_pixels)
+                raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
+            _check_size(*image.size, max_pixels, path)
+            fmt, mode = image.format, image.mode
+            rawmode = image.tile[0].args if fmt == "PNG" and image.tile else None
+            bits = image.tag_v2.get(258) if fmt == "TIFF" else None
+            if fmt == "TIFF" and isinstance(bits, tuple) and len(bits) > 1 and max(bits) > 8:
+                return _read_tifffile(path, max_pixels)
+            icc = image.info.get("icc_profile")
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            exif = oriented.info.get("exif")
+            if exif is None and oriented.getexif():
+                exif = oriented.getexif().tobytes()
+            if rawmode in _PNG_LOW_BYTE_RAWMODE:
+                pixels, alpha = _png_16bit(path, rawmode, max_pixels)
+                return LoadedImage(pixels, alpha, 16, mode, fmt, icc, exif, path)  # fresh arrays
+            if oriented.mode == "CMYK":
+                oriented, icc = _srgb_from_cmyk(oriented)
+            pixels, alpha, bit_depth = _pillow_pixels(oriented, path)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"{path}: image is too large: {_one_line(err)}") from err
+    except MemoryError as err:
+        raise ImageReadError(f"{path}: not enough memory to decode the image") from err
+    except _DECODE_ERRORS as err:
+        reason = _one_line(err)
+        if "truncated" in reason.lower():
+            raise ImageReadError(f"{path}: file is truncated (incomplete image data)") from err
+        raise ImageReadError(f"{path}: cannot decode image: {reason}") from err
+    return LoadedImage(
+        _writable(pixels), alpha if alpha is None else _writable(alpha), bit_depth, mode, fmt, icc, exif, path
+    )
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous, writable array (Pillow's array views are read-only)."""
+    return np.require(array, requirements=["C", "W"])

@@ -1,0 +1,422 @@
+"""Full-reference scoring of restored images against references: pairing, decoding, metrics, means.
+
+``score_paths(restored, reference)`` pairs two files or two folders; ``read_pairs_csv`` reads a CSV
+of pairs; ``score_pairs`` decodes pairs in background threads (a bounded window) and runs the
+metrics of :mod:`deblurkit.metrics` in torch. Nothing here prints: results come back as a
+:class:`ScoreResult`, progress through an optional callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DeblurkitError
+from .images import DEFAULT_MAX_PIXELS, LoadedImage, read_image
+from .metrics import (
+    OPTION_CROP_BORDER,
+    OPTION_Y_CHANNEL,
+    Metric,
+    MetricUnavailableError,
+    crop_border,
+    resolve_metrics,
+    rgb_to_y,
+)
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "IMAGE_SUFFIXES",
+    "Pair",
+    "PairResult",
+    "PairingError",
+    "ScoreResult",
+    "collect_pairs",
+    "pair_folders",
+    "read_pairs_csv",
+    "resolve_device",
+    "score_pairs",
+    "score_paths",
+]
+
+DEFAULT_METRICS = ("psnr", "ssim")
+_RASTER = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+IMAGE_SUFFIXES = frozenset((*_RASTER, ".ppm", ".pgm", ".pbm", ".pnm", ".gif", ".tga"))
+SAMPLE_CONVENTION = (
+    "samples in the file's own type with data range 255 (8-bit), 65535 (16-bit) or 1 (float); a pair of "
+    "different sample types is compared in [0, 1] float64; EXIF orientation applied; alpha ignored; "
+    "sizes must match (no resizing)"
+)
+
+
+class PairingError(DeblurkitError):
+    """The inputs cannot be paired (a usage error): a file against a folder, a bad CSV, no images."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A restored image and the reference it is scored against."""
+
+    restored: Path
+    reference: Path
+
+
+@dataclass
+class PairResult:
+    """One pair's metric values (keyed by metric name), or the one-line reason it failed."""
+
+    restored: Path
+    reference: Path
+    values: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class ScoreResult:
+    """Per-pair results in input order, unmatched files, and the conventions the numbers follow."""
+
+    metrics: tuple[str, ...]
+    pairs: list[PairResult]
+    conventions: dict[str, str]
+    options: dict[str, Any]
+    unmatched_restored: list[Path] = field(default_factory=list)
+    unmatched_reference: list[Path] = field(default_factory=list)
+
+    @property
+    def scored(self) -> list[PairResult]:
+        return [p for p in self.pairs if p.error is None]
+
+    @property
+    def failed(self) -> list[PairResult]:
+        return [p for p in self.pairs if p.error is not None]
+
+    @property
+    def ok(self) -> bool:
+        """True when every pair was scored and no file was left unmatched."""
+        return not self.failed and not self.unmatched_restored and not self.unmatched_reference
+
+    def means(self) -> dict[str, float]:
+        """Mean of each metric over the scored pairs (NaN when none was scored)."""
+        scored = self.scored
+        return {
+            name: (math.fsum(p.values[name] for p in scored) / len(scored)) if scored else math.nan
+            for name in self.metrics
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; non-finite numbers become the strings "inf", "-inf", "nan"."""
+
+        def num(value: float) -> float | str:
+            return value if math.isfinite(value) else str(value)
+
+        pairs = []
+        for p in self.pairs:
+            item: dict[str, Any] = {"restored": str(p.restored), "reference": str(p.reference)}
+            if p.error is None:
+                item.update({name: num(p.values[name]) for name in self.metrics})
+            else:
+                item["error"] = p.error
+            pairs.append(item)
+        return {
+            "metrics": list(self.metrics),
+            "conventions": self.conventions,
+            "options": self.options,
+            "pairs": pairs,
+            "summary": {
+                "count": len(self.scored),
+                "failed": len(self.failed),
+                "mean": {name: num(value) for name, value in self.means().items()},
+            },
+            "unmatched": {
+                "restored": [str(p) for p in self.unmatched_restored],
+                "reference": [str(p) for p in self.unmatched_reference],
+            },
+        }
+
+
+def _images_in(folder: Path, recursive: bool) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    for path in sorted(candidates):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.is_file():
+            found.setdefault(rel.with_suffix("").as_posix(), []).append(path)
+    return found
+
+
+def pair_folders(
+    restored: Path, reference: Path, *, recursive: bool = False
+) -> tuple[list[Pair], list[Path], list[Path]]:
+    """Pair images by relative path without extension (``x.png`` ↔ ``x.jpg``).
+
+    Returns the pairs and the unmatched files of each side; a name that matches several files on
+    one side (``x.png`` and ``x.jpg``) is ambiguous and its files count as unmatched.
+    """
+    left, right = _images_in(restored, recursive), _images_in(reference, recursive)
+    if not left:
+        raise PairingError(f"no images found in {restored}" + ("" if recursive else " (try --recursive)"))
+    if not right:
+        raise PairingError(f"no images found in {reference}" + ("" if recursive else " (try --recursive)"))
+    pairs: list[Pair] = []
+    unmatched_left: list[Path] = []
+    unmatched_right: list[Path] = []
+    for key, files in left.items():
+        refs = right.get(key, [])
+        if len(files) == 1 and len(refs) == 1:
+            pairs.append(Pair(files[0], refs[0]))
+        else:
+            unmatched_left.extend(files)
+            if len(refs) > 1:
+                unmatched_right.extend(refs)
+    for key, refs in right.items():
+        if key not in left:
+            unmatched_right.extend(refs)
+    return pairs, unmatched_left, sorted(unmatched_right)
+
+
+def read_pairs_csv(path: str | Path) -> list[Pair]:
+    """Pairs from a CSV of ``restored,reference`` rows, relative paths taken from the CSV's folder.
+
+    A first row whose cells have no file extension (e.g. ``restored,reference``) is a header.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fp:
+            rows = [row for row in csv.reader(fp) if any(cell.strip() for cell in row)]
+    except OSError as err:
+        raise PairingError(f"{path}: cannot read the pairs CSV: {' '.join(str(err).split())}") from err
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise PairingError(f"{path}: not a CSV text file: {' '.join(str(err).split())}") from err
+    if rows and all(not Path(cell.strip()).suffix for cell in rows[0]):
+        rows = rows[1:]
+    pairs = []
+    for number, row in enumerate(rows, start=1):
+        cells = [cell.strip() for cell in row]
+        if len(cells) < 2 or not cells[0] or not cells[1]:
+            raise PairingError(f"{path}: row {number} needs two paths (restored,reference), got {row!r}")
+        pairs.append(Pair(path.parent / cells[0], path.parent / cells[1]))
+    if not pairs:
+        raise PairingError(f"{path}: no pairs in the CSV")
+    return pairs
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a CUDA request without CUDA is a usage error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise PairingError(f"unknown device {device!r}; use auto, cpu or cuda") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PairingError("--device cuda: CUDA is not available here (use --device cpu or auto)")
+    return resolved
+
+
+def _data_range(dtype: np.dtype) -> float:
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    return 1.0
+
+
+def _tensor(array: np.ndarray, device: torch.device, scale: float | None) -> torch.Tensor:
+    if scale is not None:
+        array = array.astype(np.float64) / scale
+    elif array.dtype == np.uint16:
+        array = array.astype(np.int32)
+    return torch.from_numpy(array).to(device).permute(2, 0, 1).contiguous().unsqueeze(0)
+
+
+def _prepare(
+    restored: LoadedImage, reference: LoadedImage, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    if restored.pixels.shape[:2] != reference.pixels.shape[:2]:
+        raise DeblurkitError(
+            f"sizes differ: restored {restored.width}×{restored.height}, reference "
+            f"{reference.width}×{reference.height} (no resizing is done)"
+        )
+    if restored.channels != reference.channels:
+        kinds = {1: "grayscale", 3: "RGB"}
+        raise DeblurkitError(
+            f"channels differ: restored is {kinds[restored.channels]}, reference is "
+            f"{kinds[reference.channels]}"
+        )
+    if restored.pixels.dtype == reference.pixels.dtype:
+        x = _tensor(restored.pixels, device, None)
+        y = _tensor(reference.pixels, device, None)
+        return x, y, _data_range(reference.pixels.dtype)
+    x = _tensor(restored.pixels, device, _data_range(restored.pixels.dtype))
+    y = _tensor(reference.pixels, device, _data_range(reference.pixels.dtype))
+    return x, y, 1.0
+
+
+def _score_pair(
+    pair: Pair,
+    metrics: Sequence[Metric],
+    crop: int,
+    y_channel: bool,
+    device: torch.device,
+    max_pixels: int,
+) -> PairResult:
+    result = PairResult(pair.restored, pair.reference)
+    try:
+        restored = read_image(pair.restored, max_pixels=max_pixels)
+        reference = read_image(pair.reference, max_pixels=max_pixels)
+        x, y, data_range = _prepare(restored, reference, device)
+        if crop and 2 * crop >= min(x.shape[-2:]):
+            raise DeblurkitError(
+                f"--crop-border {crop} leaves nothing of a {x.shape[-1]}×{x.shape[-2]} image"
+            )
+        variants: dict[tuple[bool, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        for metric in metrics:
+            key = (OPTION_CROP_BORDER in metric.options, y_channel and OPTION_Y_CHANNEL in metric.options)
+            if key not in variants:
+                a, b = (crop_border(x, crop), crop_border(y, crop)) if key[0] else (x, y)
+                if key[1]:
+                    a, b = rgb_to_y(a, data_range), rgb_to_y(b, data_range)
+                variants[key] = (a, b)
+            a, b = variants[key]
+            if min(a.shape[-2:]) < metric.min_size:
+                raise DeblurkitError(
+                    f"{metric.name} needs images of at least {metric.min_size}×{metric.min_size} px, "
+                    f"got {a.shape[-1]}×{a.shape[-2]}"
+                )
+            result.values[metric.name] = float(metric.compute(a, b, data_range)[0])
+    except MetricUnavailableError:
+        raise
+    except DeblurkitError as err:
+        result.values.clear()
+        result.error = str(err)
+    return result
+
+
+@contextlib.contextmanager
+def _single_threaded_ops(enabled: bool) -> Iterator[None]:
+    """One intra-op thread per worker while scoring on CPU (pairs run in parallel instead)."""
+    if not enabled:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def score_pairs(
+    pairs: Iterable[Pair],
+    metrics: str | Iterable[str] = DEFAULT_METRICS,
+    *,
+    crop_border: int = 0,
+    y_channel: bool = False,
+    device: str | torch.device = "auto",
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_result: Callable[[PairResult], None] | None = None,
+) -> ScoreResult:
+    """Score ``pairs`` with ``metrics`` (names or a comma list), in input order.
+
+    Decoding and CPU metrics run in ``workers`` threads (default: the CPU count, at most 8) over a
+    bounded window of pairs; on CPU, torch runs one intra-op thread per worker meanwhile. A pair
+    that cannot be scored gets a one-line ``error`` and the run goes on; a metric whose backend is
+    missing (:class:`~deblurkit.metrics.MetricUnavailableError`) stops it before any decoding.
+    """
+    chosen = resolve_metrics(metrics)
+    if crop_border < 0:
+        raise PairingError("--crop-border must be 0 or more")
+    for metric in chosen:
+        if metric.check is not None:
+            metric.check()
+    dev = resolve_device(device)
+    pair_list = list(pairs)
+    workers = workers or min(8, os.cpu_count() or 1)
+    results: list[PairResult] = []
+    window = 2 * workers
+    with _single_threaded_ops(dev.type == "cpu"), ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[PairResult]] = deque()
+        queue = iter(pair_list)
+
+        def submit_next() -> None:
+            pair = next(queue, None)
+            if pair is not None:
+                pending.append(
+                    pool.submit(_score_pair, pair, chosen, crop_border, y_channel, dev, max_pixels)
+                )
+
+        for _ in range(window):
+            submit_next()
+        while pending:
+            result = pending.popleft().result()
+            submit_next()
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    conventions = {m.name: m.convention for m in chosen}
+    conventions["samples"] = SAMPLE_CONVENTION
+    conventions["preprocessing"] = _preprocessing_text(chosen, crop_border, y_channel)
+    options = {"crop_border": crop_border, "y_channel": y_channel, "device": str(dev)}
+    return ScoreResult(tuple(m.name for m in chosen), results, conventions, options)
+
+
+def _preprocessing_text(metrics: Sequence[Metric], crop: int, y_channel: bool) -> str:
+    parts = [f"crop border {crop} px" if crop else "no border crop"]
+    parts.append("Y channel of BT.601 YCbCr (MATLAB rgb2ycbcr, float64)" if y_channel else "all channels")
+    ignoring = [
+        m.name
+        for m in metrics
+        if (crop and OPTION_CROP_BORDER not in m.options) or (y_channel and OPTION_Y_CHANNEL not in m.options)
+    ]
+    text = ", ".join(parts)
+    if ignoring:
+        text += f" (not applied to {', '.join(ignoring)}: see its convention)"
+    return text
+
+
+def collect_pairs(
+    restored: str | Path, reference: str | Path, *, recursive: bool = False
+) -> tuple[list[Pair], list[Path], list[Path]]:
+    """Two files → one pair; two folders → :func:`pair_folders`; anything else is a usage error."""
+    restored, reference = Path(restored), Path(reference)
+    for path in (restored, reference):
+        if not path.exists():
+            raise PairingError(f"{path}: no such file or folder")
+    if restored.is_dir() != reference.is_dir():
+        raise PairingError("give two files or two folders, not a file and a folder")
+    if restored.is_dir():
+        return pair_folders(restored, reference, recursive=recursive)
+    return [Pair(restored, reference)], [], []
+
+
+def score_paths(
+    restored: str | Path,
+    reference: str | Path,
+    metrics: str | Iterable[str] = DEFAULT_METRICS,
+    *,
+    recursive: bool = False,
+    **options: Any,
+) -> ScoreResult:
+    """Score two files, or two folders paired by relative path; ``options`` as for :func:`score_pairs`."""
+    pairs, lonely_restored, lonely_reference = collect_pairs(restored, reference, recursive=recursive)
+    result = score_pairs(pairs, metrics, **options)
+    result.unmatched_restored = lonely_restored
+    result.unmatched_reference = lonely_reference
+    return result
