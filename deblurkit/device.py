@@ -6,7 +6,13 @@ import torch
 
 from .errors import DeblurkitError
 
-__all__ = ["resolve_device"]
+__all__ = ["DeviceError", "resolve_device"]
+
+
+class DeviceError(DeblurkitError):
+    """A device that does not exist here (a usage error)."""
+
+    exit_code = 2
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -23,14 +29,14 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise DeblurkitError(f"unknown device {spec!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise DeviceError(f"unknown device {spec!r} (use auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeblurkitError(f"device {spec!r} asked for, but CUDA is not available here")
+            raise DeviceError(f"device {spec!r} asked for, but CUDA is not available here")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeblurkitError(
+            raise DeviceError(
                 f"device {spec!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
             )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeblurkitError("device 'mps' asked for, but Apple MPS is not available here")
+        raise DeviceError("device 'mps' asked for, but Apple MPS is not available here")
     return device

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .device import resolve_device
 from .errors import DeblurkitError
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, read_image
 from .metrics import (
@@ -44,7 +45,6 @@ __all__ = [
     "collect_pairs",
     "pair_folders",
     "read_pairs_csv",
-    "resolve_device",
     "score_pairs",
     "score_paths",
 ]
@@ -214,21 +214,6 @@ def read_pairs_csv(path: str | Path) -> list[Pair]:
     return pairs
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA request without CUDA is a usage error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise PairingError(f"unknown device {device!r}; use auto, cpu or cuda") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise PairingError("--device cuda: CUDA is not available here (use --device cpu or auto)")
-    return resolved
-
-
 def _data_range(dtype: np.dtype) -> float:
     if dtype == np.uint8:
         return 255.0
@@ -347,6 +332,8 @@ def score_pairs(
         if metric.check is not None:
             metric.check()
     dev = resolve_device(device)
+    if dev.type == "mps":  # the metrics reduce in float64, which MPS lacks
+        dev = torch.device("cpu")
     pair_list = list(pairs)
     workers = workers or min(8, os.cpu_count() or 1)
     results: list[PairResult] = []

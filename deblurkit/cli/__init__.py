@@ -52,4 +52,8 @@ _register_commands()
 
 def main() -> None:
     """Console-script entry point."""
+    # The Hub client logs a warning per network retry; our one-line error says what failed.
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
     sys.exit(cli.main(prog_name="deblurkit", standalone_mode=True))
