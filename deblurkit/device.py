@@ -34,9 +34,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise DeviceError(f"device {spec!r} asked for, but CUDA is not available here")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(
-                f"device {spec!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
-            )
+            raise DeviceError(f"device {spec!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device 'mps' asked for, but Apple MPS is not available here")
     return device

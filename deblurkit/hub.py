@@ -166,6 +166,8 @@ def fetch_weights(source: WeightsSource, *, name: str = "") -> Path:
     later load needs neither the pickle nor the network.
     """
     what = name or f"{source.repo_id}/{source.filename}"
+    if source.bundled:
+        return _bundled(source, what)
     if not source.on_hub:
         where = f" from {source.download_page}" if source.download_page else ""
         raise WeightsError(
@@ -191,6 +193,17 @@ def fetch_weights(source: WeightsSource, *, name: str = "") -> Path:
             state, converted, {"source": f"{source.repo_id}/{source.filename}", "sha256": expected}
         )
     return converted
+
+
+def _bundled(source: WeightsSource, what: str) -> Path:
+    """Weights shipped inside deblurkit: checked against the card's sha256 like any download."""
+    path = Path(source.local_path)
+    if not path.is_file():
+        raise WeightsError(f"{what}: the bundled weights file {path} is missing (reinstall deblurkit)")
+    if not source.sha256:
+        raise WeightsError(f"{what}: the card of bundled weights must pin their sha256")
+    _verify(path, source.sha256, what)
+    return path
 
 
 def _unwrap(obj: object, key: str) -> object:

@@ -20,7 +20,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "read_image", "to_float"]
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "from_float", "read_image", "to_float"]
 
 DEFAULT_MAX_PIXELS = 20000 * 20000
 """Largest image ``read_image`` accepts by default (400 megapixels)."""
@@ -67,6 +67,19 @@ def to_float(array: np.ndarray) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         return array.astype(np.float32, copy=False)
     raise TypeError(f"unsupported sample type {array.dtype}")
+
+
+def from_float(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float results back to a sample type: integers clipped to [0, 1], scaled and rounded.
+
+    For integer types ``values`` is used as scratch space (overwritten), to spare a copy of big images.
+    """
+    if np.issubdtype(dtype, np.floating):
+        return values.astype(dtype, copy=False)
+    top = 255 if dtype == np.uint8 else 65535
+    np.clip(values, 0, 1, out=values)
+    values *= top
+    return np.rint(values, out=values).astype(dtype)
 
 
 def _one_line(err: BaseException) -> str:
@@ -193,7 +206,7 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
-    """Multi-channel TIFFs Pillow cannot hold exactly (16-bit or float RGB/RGBA), via tifffile."""
+    """Multi-channel TIFFs Pillow cannot hold exactly (16-bit or float LA/RGB/RGBA), via tifffile."""
     try:
         import tifffile
     except ImportError as err:  # pragma: no cover - tifffile ships with scikit-image
@@ -211,7 +224,7 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
         raise
     except Exception as err:  # tifffile raises many types for broken files
         raise ImageReadError(f"{path}: cannot decode TIFF: {_one_line(err)}") from err
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
+    if array.ndim != 3 or array.shape[2] not in (2, 3, 4):
         raise ImageReadError(f"{path}: unsupported TIFF layout {array.shape} ({array.dtype})")
     if array.dtype == np.uint16 or array.dtype == np.float32:
         bit_depth = 16 if array.dtype == np.uint16 else 32
@@ -219,12 +232,13 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
         array, bit_depth = array.astype(np.float32), 32
     else:
         raise ImageReadError(f"{path}: unsupported TIFF sample type {array.dtype}")
-    pixels, alpha = _split(_orient(array, orientation), has_alpha=array.shape[2] == 4)
+    pixels, alpha = _split(_orient(array, orientation), has_alpha=array.shape[2] in (2, 4))
+    mode = ("LA" if pixels.shape[2] == 1 else "RGBA") if alpha is not None else "RGB"
     return LoadedImage(
         pixels,
         alpha,
         bit_depth,
-        "RGBA" if alpha is not None else "RGB",
+        mode,
         "TIFF",
         bytes(icc) if icc is not None else None,
         None,

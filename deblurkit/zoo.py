@@ -37,7 +37,8 @@ class WeightsSource:
     the file's content; when empty, the download is verified against the Hub's own LFS checksum
     instead (and reported as not pinned). ``format`` is ``"safetensors"`` or ``"pth"``; ``key`` is the
     dict key that wraps the state dict in an upstream ``.pth`` (``params``, ``state_dict``, ...) and
-    ``strip_prefix`` a name prefix to drop (``module.``).
+    ``strip_prefix`` a name prefix to drop (``module.``). ``bundled``: the file ships with deblurkit,
+    beside its card (``local_path`` is then set to it when the card is read; no download).
     """
 
     filename: str
@@ -49,6 +50,8 @@ class WeightsSource:
     strip_prefix: str = ""
     size_bytes: int = 0
     download_page: str = ""
+    bundled: bool = False
+    local_path: str = ""
 
     @property
     def on_hub(self) -> bool:
@@ -93,6 +96,8 @@ class ZooEntry:
         """A short human description of where the weights come from."""
         if self.weights is None:
             return "unpublished"
+        if self.weights.bundled:
+            return "bundled, sha256 pinned"
         if not self.weights.on_hub:
             return "manual download"
         return "hub, sha256 pinned" if self.weights.pinned else "hub, LFS checksum"
@@ -113,6 +118,8 @@ def _parse_card(path: Path) -> ZooEntry:
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise DeblurkitError(f"model card {path.name} cannot be read: {err}") from None
     weights = data.pop("weights", None)
+    if weights and weights.get("bundled"):
+        weights["local_path"] = str(path.parent / weights["filename"])
     data["reported_metrics"] = data.pop("metrics", {})
     try:
         entry = ZooEntry(**data, weights=WeightsSource(**weights) if weights else None)

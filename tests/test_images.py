@@ -185,3 +185,15 @@ def test_size_limit_is_ours_not_pillows(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(ImageReadError, match="too large"):
         read_image(tmp_path / "big.png", max_pixels=1000)
     assert Image.MAX_IMAGE_PIXELS == 100  # left as the caller set it
+
+
+def test_16bit_gray_alpha_tiff(tmp_path):
+    rng = np.random.default_rng(5)
+    array = rng.integers(0, 65536, size=(7, 9, 2), dtype=np.uint16)
+    path = tmp_path / "la16.tif"
+    tifffile.imwrite(path, array, photometric="minisblack", extrasamples=["unassalpha"])
+    loaded = read_image(path)
+    assert loaded.mode == "LA"
+    assert loaded.bit_depth == 16
+    assert np.array_equal(loaded.pixels[:, :, 0], array[:, :, 0])
+    assert np.array_equal(loaded.alpha, array[:, :, 1])

@@ -204,3 +204,47 @@ def test_environment_is_honoured_by_a_fresh_process(tmp_path, tiny_card):
     )
     assert "Traceback" not in result.stderr
     assert Path(env["HF_HOME"]).exists() is False or not any(Path(env["HF_HOME"]).rglob("*.safetensors"))
+
+
+def _bundled_card(folder: Path, sha256: str) -> None:
+    (folder / "bundled-nafnet.toml").write_text(
+        f"""name = "bundled-nafnet"
+kind = "deblur"
+summary = "test"
+architecture = "nafnet"
+license = "MIT"
+paper = "test"
+
+[config]
+img_channel = 3
+width = 8
+middle_blk_num = 1
+enc_blk_nums = [1, 1]
+dec_blk_nums = [1, 1]
+
+[weights]
+filename = "bundled-nafnet.safetensors"
+bundled = true
+sha256 = "{sha256}"
+"""
+    )
+
+
+def test_bundled_weights_load_without_the_hub_and_are_verified(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    network = _tiny_network(seed=3)
+    weights = tmp_path / "bundled-nafnet.safetensors"
+    save_file(network.state_dict(), weights)
+    monkeypatch.setenv("DEBLURKIT_ZOO_PATH", str(tmp_path))
+    _bundled_card(tmp_path, hashlib.sha256(weights.read_bytes()).hexdigest())
+    x = torch.rand(1, 3, 20, 20)
+    assert torch.equal(load_model("bundled-nafnet")(x), _expected(network, x))
+    assert zoo.get_entry("bundled-nafnet").weights_status == "bundled, sha256 pinned"
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    (tampered / weights.name).write_bytes(weights.read_bytes())
+    _bundled_card(tampered, "0" * 64)
+    monkeypatch.setenv("DEBLURKIT_ZOO_PATH", str(tampered))
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        load_model("bundled-nafnet")

@@ -40,11 +40,17 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
+    from . import deblur as deblur_commands
     from . import score as score_commands
+    from . import train as train_commands
     from . import zoo as zoo_commands
 
+    cli.add_command(deblur_commands.deblur)
     cli.add_command(zoo_commands.zoo)
     cli.add_command(score_commands.score)
+    cli.add_command(train_commands.train_command)
+    cli.add_command(train_commands.finetune)
+    cli.add_command(train_commands.synth)
 
 
 _register_commands()

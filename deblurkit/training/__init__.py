@@ -1,0 +1,36 @@
+"""Training and fine-tuning deblurring networks with the MAE perceptual losses.
+
+:func:`train` runs a :class:`TrainConfig`; see :mod:`deblurkit.training.loop` for what a run does
+and :mod:`deblurkit.training.config` for the options and the TOML config format.
+"""
+
+from __future__ import annotations
+
+from .config import (
+    COMMAND_DEFAULTS,
+    PIXEL_LOSS,
+    ConfigError,
+    TrainConfig,
+    default_loss,
+    from_toml,
+    load_config,
+    to_toml,
+)
+from .loop import Event, NonFiniteLossError, Trainer, TrainResult, push_to_hub, train
+
+__all__ = [
+    "COMMAND_DEFAULTS",
+    "PIXEL_LOSS",
+    "ConfigError",
+    "Event",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "default_loss",
+    "from_toml",
+    "load_config",
+    "push_to_hub",
+    "to_toml",
+    "train",
+]

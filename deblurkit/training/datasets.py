@@ -1,0 +1,84 @@
+"""The training and validation data of a run, checked before the first step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from ..data import (
+    DataError,
+    DataScan,
+    Pair,
+    PairCrops,
+    SynthCrops,
+    ValidationSet,
+    check_pairs,
+    find_images,
+    find_pairs,
+    has_pairs,
+    split,
+)
+from .config import TrainConfig
+
+__all__ = ["PROBLEMS_FILE", "training_data"]
+
+PROBLEMS_FILE = "data-problems.txt"
+
+
+def _scan(source: str, crop: int, config: TrainConfig, synthesize: bool) -> DataScan:
+    """The checked pairs of a source: real pairs, or sharp images (input = target) to synthesise from."""
+    full = config.check_images == "full"
+    if not synthesize:
+        return check_pairs(find_pairs(source), crop, full=full)
+    root = Path(source)
+    images = find_images(root)
+    names = [p.relative_to(root).as_posix() if root.is_dir() else p.name for p in images]
+    scan = DataScan(root, [Pair(p, p, name) for p, name in zip(images, names, strict=True)])
+    return check_pairs(scan, crop, full=full, paired=False)
+
+
+def _usable(scan: DataScan, config: TrainConfig, run_dir: Path | None, notes: list[str]) -> list[Pair]:
+    """The good pairs; the problems reported in one line (the full list in the run folder)."""
+    if scan.bad:
+        where = ""
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / PROBLEMS_FILE).write_text(scan.report(), encoding="utf-8")
+            where = f"; full list in {run_dir / PROBLEMS_FILE}"
+        if not config.skip_bad_pairs:
+            raise DataError(
+                f"{scan.source}: {scan.bad} problems: {scan.summary()}{where}; "
+                "fix them or pass --skip-bad-pairs"
+            )
+        notes.append(f"{scan.source}: left out {scan.bad} problems ({scan.summary()}){where}")
+    if not scan.pairs:
+        raise DataError(f"{scan.source}: no usable images or pairs")
+    return scan.pairs
+
+
+def training_data(
+    config: TrainConfig, run_dir: Path | None
+) -> tuple[Dataset, ValidationSet | None, list[str]]:
+    """(training crops, validation set or None, notes), every image checked first.
+
+    ``run_dir``: where to write the full list of data problems (None on processes that do not write).
+    """
+    notes: list[str] = []
+    pairs = _usable(_scan(config.data, config.crop, config, config.synthesize), config, run_dir, notes)
+    train, val = split(pairs, config.val_split, config.seed)
+    synthesize_val = config.synthesize
+    if config.val_data:
+        synthesize_val = config.synthesize and not has_pairs(config.val_data)
+        val = _usable(_scan(config.val_data, 0, config, synthesize_val), config, run_dir, notes)
+    if config.val_max:
+        val = val[: config.val_max]
+    degradation = config.degradation()
+    if config.synthesize:
+        dataset: Dataset = SynthCrops(
+            [p.target for p in train], config.crop, config.seed, degradation, flips=config.flips
+        )
+    else:
+        dataset = PairCrops(train, config.crop, config.seed, flips=config.flips)
+    valset = ValidationSet(val, config.seed, degradation if synthesize_val else None) if val else None
+    return dataset, valset, notes
