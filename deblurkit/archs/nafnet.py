@@ -346,6 +346,7 @@ register(
     )
 )
 
+
 def _tlc_context(config: Mapping[str, Any]) -> int:
     """Half the TLC window, in image pixels (the same at every level: 192 for train size 256)."""
     kernel_h, kernel_w = tlc_kernel_sizes(config.get("train_size", 256), 1)[0]
