@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .atomic import write_atomic
 from .images import to_float
-from .writing import write_atomic
 
 __all__ = ["side_by_side", "write_compare"]
 

@@ -60,7 +60,7 @@ __all__ = [
     "tile_memory_budget",
 ]
 
-DEFAULT_MODEL = "nafnet-gopro-width32"
+DEFAULT_MODEL = "nafnet-tiny"
 """The model ``deblur`` uses when none is named."""
 DEFAULT_OVERLAP = 64
 """Default overlap between neighbouring tiles, in pixels."""

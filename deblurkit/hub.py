@@ -14,18 +14,17 @@ import json
 import os
 import pickle
 import re
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hub_errors
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ._version import __version__
+from .atomic import atomic_path, write_atomic
 from .errors import WeightsError
 from .zoo import WeightsSource
 
@@ -37,7 +36,6 @@ __all__ = [
     "read_pth_state_dict",
     "sha256_of",
     "write_safetensors",
-    "write_text_atomic",
 ]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -84,22 +82,8 @@ def _verify(path: Path, expected: str, what: str) -> None:
             f"sha256 mismatch for {what}: expected {expected}, got {actual}; refusing to load it "
             f"(delete {path} and download it again)"
         )
-    with _atomic_path(stamp) as tmp:
+    with atomic_path(stamp) as tmp:
         tmp.write_text(json.dumps(_file_signature(path)))
-
-
-@contextmanager
-def _atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it over ``target`` once written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_safetensors(
@@ -107,14 +91,8 @@ def write_safetensors(
 ) -> None:
     """Write a state dict as safetensors, atomically (a crash never leaves a partial file)."""
     tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state_dict.items()}
-    with _atomic_path(Path(path)) as tmp:
-        save_file(tensors, str(tmp), metadata=dict(metadata or {}))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file atomically."""
-    with _atomic_path(Path(path)) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = save(tensors, metadata=dict(metadata or {}))
+    write_atomic(path, lambda handle: handle.write(data))
 
 
 def download(repo_id: str, filename: str, revision: str, *, what: str = "") -> Path:

@@ -19,9 +19,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .archs import get_architecture
+from .atomic import write_text_atomic
 from .device import resolve_device
 from .errors import DeblurkitError, ModelNotFoundError, WeightsError
-from .hub import download, fetch_weights, load_state_dict, write_safetensors, write_text_atomic
+from .hub import download, fetch_weights, load_state_dict, write_safetensors
 from .restorer import Restorer
 from .zoo import ZooEntry, all_entries, get_entry
 

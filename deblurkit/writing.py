@@ -9,22 +9,19 @@ pixels are already upright) are carried over unless ``strip_metadata``.
 
 from __future__ import annotations
 
-import glob
-import os
-import secrets
 import struct
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
+from .atomic import write_atomic
 from .errors import DeblurkitError
 from .images import LoadedImage
 
-__all__ = ["WRITE_FORMATS", "output_format", "write_atomic", "write_image"]
+__all__ = ["WRITE_FORMATS", "output_format", "write_image"]
 
 WRITE_FORMATS = {
     ".png": "PNG",
@@ -50,24 +47,6 @@ def output_format(path: str | Path) -> str:
         known = ", ".join(sorted({s.lstrip(".") for s in WRITE_FORMATS}))
         raise DeblurkitError(f"cannot write {suffix or 'files without a suffix'} images (use one of {known})")
     return WRITE_FORMATS[suffix]
-
-
-def write_atomic(path: Path, save: Callable[[BinaryIO], None]) -> None:
-    """Call ``save`` on a hidden temporary file beside ``path``, then rename it to ``path``.
-
-    Temporary files a killed earlier run left for the same target are removed first.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    temp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(temp, "xb") as handle:
-            save(handle)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _exif(data: bytes | None) -> Image.Exif | None:

@@ -85,6 +85,8 @@ class ZooEntry:
     reported_metrics: Mapping[str, float] = field(default_factory=dict)
     inference: Mapping[str, Any] = field(default_factory=dict)
     unpublished_hint: str = ""
+    description: str = ""
+    reproduce: str = ""
 
     @property
     def published(self) -> bool:

@@ -143,7 +143,7 @@ def test_write_safetensors_is_atomic_on_failure(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(hub, "save_file", explode)
+    monkeypatch.setattr(hub, "save", explode)
     with pytest.raises(OSError, match="disk full"):
         hub.write_safetensors({"a": torch.zeros(2)}, target)
     assert target.read_bytes() == before

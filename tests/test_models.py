@@ -97,6 +97,10 @@ def test_model_folder_round_trip(tmp_path, tiny_card):
     folder = save_model(model, tmp_path / "my-model", card="# my model\n", info={"base_model": "tiny-nafnet"})
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert json.loads((folder / "config.json").read_text())["base_model"] == "tiny-nafnet"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # a file written the ordinary way: the permissions the umask gives
+    for written in folder.iterdir():
+        assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
     again = load_model(folder)
     single = load_model(folder / "model.safetensors")
     x = torch.rand(1, 3, 20, 20)

@@ -67,6 +67,8 @@ def info(name: str, as_json: bool) -> None:
         click.echo(json.dumps(_entry_dict(entry), indent=2))
         return
     lines = [f"{entry.name}: {entry.summary}", ""]
+    if entry.description:
+        lines += [entry.description.strip(), ""]
     for label, value in (
         ("kind", entry.kind),
         ("task", entry.task),
@@ -101,6 +103,8 @@ def info(name: str, as_json: bool) -> None:
         lines.append(f"{'sha256:':15} {pin}")
         if weights.download_page:
             lines.append(f"{'download page:':15} {weights.download_page}")
+    if entry.reproduce:
+        lines += ["", "reproduce with:", *(f"  {line}" for line in entry.reproduce.strip().splitlines())]
     click.echo("\n".join(lines))
 
 

@@ -32,10 +32,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..archs import get_architecture
+from ..atomic import write_atomic
 from ..errors import DeblurkitError, WeightsError
 from ..models import build_network, load_model, resolve_model, save_model
 from ..restorer import Restorer
-from ..writing import write_atomic
 from . import checkpoint as ckpt
 from .card import ENCODER_LICENCE, CardInfo, model_card
 from .config import ConfigError, TrainConfig, default_loss, differences, load_config, to_toml
