@@ -1,6 +1,7 @@
 """The zoo's model cards: every card parses, names a real architecture, and says its licence."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -35,6 +36,9 @@ def test_every_card_is_complete(name):
         assert entry.architecture in all_architectures()
         if entry.weights is None:
             assert entry.base_model in all_entries() and entry.unpublished_hint
+        elif entry.weights.bundled:
+            assert Path(entry.weights.local_path).is_file()
+            assert entry.weights.sha256
         elif entry.weights.on_hub:
             assert entry.weights.revision and entry.weights.filename
         else:
