@@ -70,6 +70,7 @@ def _model(name: str, device: str):
     from deblurkit.zoo import get_entry
 
     entry = get_entry(name)
+    torch.manual_seed(0)  # randomize() scales by each tensor's init std: seed it, so every process agrees
     network = build_network(entry.architecture, entry.config)
     randomize(network)
     restorer = Restorer(network, get_architecture(entry.architecture), entry.config, name=name)

@@ -193,10 +193,7 @@ class Deblurrer:
         self.memory_budget = memory_budget
         self.notes: list[str] = []
         self._rule = model.size_rule
-        self._min_tile = fit_tile(
-            max(model.architecture.min_tile_for(model.config), self._rule.multiple), self._rule
-        )
-        self._context = model.architecture.tile_context_for(model.config)
+        self._min_tile = fit_tile(max(model.architecture.min_tile, self._rule.multiple), self._rule)
         self._side: int | None = None if tile in ("auto", 0) else self._explicit_side(int(tile))
         self._auto = tile == "auto"
         self._max_pixels: int | None = None
@@ -238,7 +235,7 @@ class Deblurrer:
         max_pixels = int(budget / self._bytes_per_pixel)
         if self._max_pixels is not None:
             max_pixels = min(max_pixels, self._max_pixels)
-        return auto_tile(height, width, max_pixels, self.overlap, self._rule, self._min_tile, self._context)
+        return auto_tile(height, width, max_pixels, self.overlap, self._rule, self._min_tile)
 
     def _back_off(self, tile: tuple[int, int]) -> bool:
         """Halve the tile after an out-of-memory error; False when it cannot get smaller."""
@@ -287,7 +284,7 @@ class Deblurrer:
         precision, notes = self.precision, []
         while True:
             tile = self._tile_for(*pixels.shape[:2])
-            plan = plan_tiles(*pixels.shape[:2], tile, self.overlap, self._rule, self._context)
+            plan = plan_tiles(*pixels.shape[:2], tile, self.overlap, self._rule)
             try:
                 values = self._run(pixels, plan, precision)
             except _NonFiniteOutputError:

@@ -95,15 +95,12 @@ def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
     return [round(i * last / (count - 1)) * align for i in range(count)]
 
 
-def _ramp(n: int, context: int = 0) -> np.ndarray:
-    """``n`` weights rising from 0 to 1: zeros, a raised cosine, ones.
+def _ramp(n: int) -> np.ndarray:
+    """``n`` weights rising from 0 to 1: a quarter of zeros, a raised cosine, a quarter of ones.
 
-    The zeros (and ones) span ``context`` plus a quarter of the rest: the tile's edge band, where its
-    output needs content beyond it, never counts. The ramp and its reverse sum to one everywhere, so two
-    tiles cross-fade without normalising.
+    The ramp and its reverse sum to one everywhere, so two tiles cross-fade without normalising.
     """
-    context = min(context, max(0, (n - 2) // 2))
-    margin = context + (n - 2 * context) // 4
+    margin = n // 4
     core = n - 2 * margin
     rise = 0.5 - 0.5 * np.cos(np.pi * (np.arange(core, dtype=np.float64) + 0.5) / core)
     return np.concatenate([np.zeros(margin), rise, np.ones(margin)])
@@ -114,9 +111,7 @@ def _bounds(length: int, tile: int, overlap: int, align: int) -> list[tuple[int,
     return [(start, min(start + tile, length)) for start in _starts(length, tile, overlap, align)]
 
 
-def _spans(
-    length: int, tile: int, overlap: int, align: int, context: int
-) -> tuple[tuple[int, int, np.ndarray], ...]:
+def _spans(length: int, tile: int, overlap: int, align: int) -> tuple[tuple[int, int, np.ndarray], ...]:
     """The spans along one axis, each with its normalised weights across its overlaps."""
     bounds = _bounds(length, tile, overlap, align)
     raw = []
@@ -124,10 +119,10 @@ def _spans(
         weight = np.ones(stop - start)
         if i > 0:
             rise = bounds[i - 1][1] - start
-            weight[:rise] *= _ramp(rise, context)
+            weight[:rise] *= _ramp(rise)
         if i < len(bounds) - 1:
             fall = stop - bounds[i + 1][0]
-            weight[stop - start - fall :] *= _ramp(fall, context)[::-1]
+            weight[stop - start - fall :] *= _ramp(fall)[::-1]
         raw.append(weight)
     total = np.zeros(length)
     for (start, stop), weight in zip(bounds, raw, strict=True):
@@ -158,13 +153,9 @@ def _shrink(length: int, tile: int, overlap: int, align: int) -> int:
 
 
 def _layout(
-    height: int, width: int, tile: tuple[int, int], overlap: int, rule: SizeRule, context: int = 0
+    height: int, width: int, tile: tuple[int, int], overlap: int, rule: SizeRule
 ) -> tuple[int, int, int]:
-    """Tile height, tile width and overlap as planned: fitted to the rule, then shrunk to the image.
-
-    The planned overlap is the blending ``overlap`` plus the ``context`` band on both sides.
-    """
-    overlap += 2 * context
+    """Tile height, tile width and overlap as planned: fitted to the rule, then shrunk to the image."""
     align = _align(rule)
     if rule.square:
         tile_h = tile_w = fit_tile(min(tile), rule)
@@ -182,15 +173,12 @@ def plan_tiles(
     tile: int | tuple[int, int],
     overlap: int,
     rule: SizeRule,
-    context: int = 0,
 ) -> TilePlan:
     """Plan tiles of at most ``tile`` (a side, or (height, width)) over a ``height``×``width`` image.
 
     ``tile`` 0 means the whole image as one tile. Tile sides are rounded down to the rule's multiple
     (square rules get square tiles), the overlap up to it and to at most half a tile; for other rules
-    each side is then shrunk as far as the same number of tiles still covers the image. ``context``
-    widens the overlaps by the architecture's tile edge band (see ``Architecture.tile_context``), which
-    gets no weight.
+    each side is then shrunk as far as the same number of tiles still covers the image.
     """
     if height < 1 or width < 1:
         raise ValueError(f"cannot tile an empty {height}×{width} image")
@@ -200,18 +188,18 @@ def plan_tiles(
     if min(tile) <= 0:
         whole = ((0, height, np.ones(height, np.float32)),), ((0, width, np.ones(width, np.float32)),)
         return TilePlan(height, width, *whole)
-    tile_h, tile_w, overlap = _layout(height, width, tile, overlap, rule, context)
+    tile_h, tile_w, overlap = _layout(height, width, tile, overlap, rule)
     align = _align(rule)
     return TilePlan(
         height,
         width,
-        _spans(height, tile_h, overlap, align, context),
-        _spans(width, tile_w, overlap, align, context),
+        _spans(height, tile_h, overlap, align),
+        _spans(width, tile_w, overlap, align),
     )
 
 
 def auto_tile(
-    height: int, width: int, max_pixels: int, overlap: int, rule: SizeRule, min_tile: int, context: int = 0
+    height: int, width: int, max_pixels: int, overlap: int, rule: SizeRule, min_tile: int
 ) -> int | tuple[int, int]:
     """The tile for an image when a tile may hold at most ``max_pixels`` (padded) pixels.
 
@@ -226,15 +214,14 @@ def auto_tile(
     if rule.square:
         return max(floor, fit_tile(math.isqrt(max_pixels), rule))
     align = _align(rule)
-    planned = overlap + 2 * context
     best: tuple[int, int] = (floor, floor)
     best_cost = math.inf
     for rows in range(1, math.ceil(height / floor) + 1):
-        tile_h = _round_up(math.ceil((padded_h + (rows - 1) * planned) / rows), rule.multiple)
+        tile_h = _round_up(math.ceil((padded_h + (rows - 1) * overlap) / rows), rule.multiple)
         tile_w = fit_tile(max_pixels // tile_h, rule)
         if tile_h < floor or tile_w < floor or tile_h * tile_w > max_pixels:
             continue
-        tile_h, tile_w, fitted = _layout(height, width, (tile_h, tile_w), overlap, rule, context)
+        tile_h, tile_w, fitted = _layout(height, width, (tile_h, tile_w), overlap, rule)
         cost = sum(b - a for a, b in _bounds(height, tile_h, fitted, align)) * sum(
             b - a for a, b in _bounds(width, tile_w, fitted, align)
         )

@@ -137,9 +137,8 @@ def test_registry_entries() -> None:
     assert plain.size_rule_for(plain.default_config).multiple == 16
     assert plain.size_rule_for({"enc_blk_nums": [1, 1]}).multiple == 4
     assert local.default_config["train_size"] == 256
-    assert local.min_tile_for(local.default_config) > 2 * tlc_kernel_sizes(256, 4)[0][0]
-    assert local.tile_context_for(local.default_config) == tlc_kernel_sizes(256, 4)[0][0] // 2
-    assert plain.min_tile_for(plain.default_config) == 64
+    assert local.min_tile > tlc_kernel_sizes(256, 4)[0][0]
+    assert plain.min_tile == 64
     with pytest.raises(ValueError, match="fast_imp"):
         NAFNetLocal(**TINY, fast_imp=True)
 

@@ -91,9 +91,7 @@ class Architecture:
     inputs whose size obeys ``size_rule`` (a :class:`SizeRule`, or a function of the config) and
     returns the restored image. ``precisions`` lists the autocast dtypes the network is verified safe
     in (``"fp32"`` always). ``min_tile`` is the smallest tile side for which tiled inference still
-    reproduces the official procedure sensibly. ``tile_context`` (pixels, or a function of the
-    config) is how far from a tile's edge its output still depends on image content outside the tile
-    through local statistics (NAFNet-TLC's pooling window); tiled inference gives that band no weight.
+    reproduces the official procedure sensibly.
     ``default_config`` documents the official configuration used when a card gives none.
     """
 
@@ -101,8 +99,7 @@ class Architecture:
     build: Callable[..., nn.Module]
     size_rule: SizeRule | Callable[[Mapping[str, Any]], SizeRule]
     precisions: tuple[str, ...] = ("fp32",)
-    min_tile: int | Callable[[Mapping[str, Any]], int] = 64
-    tile_context: int | Callable[[Mapping[str, Any]], int] = 0
+    min_tile: int = 64
     default_config: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
 
@@ -111,14 +108,6 @@ class Architecture:
         if isinstance(self.size_rule, SizeRule):
             return self.size_rule
         return self.size_rule(config)
-
-    def min_tile_for(self, config: Mapping[str, Any]) -> int:
-        """The smallest sensible tile side of a particular configuration."""
-        return self.min_tile if isinstance(self.min_tile, int) else self.min_tile(config)
-
-    def tile_context_for(self, config: Mapping[str, Any]) -> int:
-        """The tile edge band (pixels) whose outputs need content beyond the tile, for a configuration."""
-        return self.tile_context if isinstance(self.tile_context, int) else self.tile_context(config)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}

@@ -346,27 +346,13 @@ register(
     )
 )
 
-
-def _tlc_context(config: Mapping[str, Any]) -> int:
-    """Half the TLC window, in image pixels (the same at every level: 192 for train size 256)."""
-    kernel_h, kernel_w = tlc_kernel_sizes(config.get("train_size", 256), 1)[0]
-    return -(-max(kernel_h, kernel_w) // 2)
-
-
-def _tlc_min_tile(config: Mapping[str, Any]) -> int:
-    """Tiles at least twice the TLC window, so the band with full-window statistics is most of a tile."""
-    kernel_h, kernel_w = tlc_kernel_sizes(config.get("train_size", 256), 1)[0]
-    return 2 * max(kernel_h, kernel_w) + 128
-
-
 register(
     Architecture(
         name="nafnet-local",
         build=NAFNetLocal,
         size_rule=_size_rule,
         precisions=("fp32", "bf16", "fp16"),
-        min_tile=_tlc_min_tile,
-        tile_context=_tlc_context,
+        min_tile=512,
         default_config={**_GOPRO_WIDTH32, "train_size": 256, "fast_imp": False},
         summary="NAFNetLocal: NAFNet with TLC local channel attention (train size 256), same weights",
     )
