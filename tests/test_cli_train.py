@@ -99,19 +99,8 @@ def _run_cli(args, env, **kwargs):
 
 def test_sigkill_after_a_checkpoint_then_rerun_continues_exactly(tmp_path, photos):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = _flags(
-        photos,
-        tmp_path / "killed",
-        "--steps",
-        "40",
-        "--save-every",
-        "2",
-        "--ema",
-        "0.9",
-        "--workers",
-        "1",
-        "-q",
-    )
+    run = ("--steps", "40", "--save-every", "2", "--ema", "0.9", "--workers", "1", "-q")
+    args = _flags(photos, tmp_path / "killed", *run)
     latest = tmp_path / "killed" / "train" / "checkpoints" / "latest.json"
     process = _run_cli(["train", *args], env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -129,19 +118,7 @@ def test_sigkill_after_a_checkpoint_then_rerun_continues_exactly(tmp_path, photo
     straight = _run_cli(
         [
             "train",
-            *_flags(
-                photos,
-                tmp_path / "straight",
-                "--steps",
-                "40",
-                "--save-every",
-                "2",
-                "--ema",
-                "0.9",
-                "--workers",
-                "1",
-                "-q",
-            ),
+            *_flags(photos, tmp_path / "straight", *run),
         ],
         env,
         stderr=subprocess.PIPE,

@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from tinymodels import TINY_VIT as TINY
 from torch.nn import functional as F
 
 from deblurkit.encoders import (
@@ -20,16 +21,6 @@ from deblurkit.encoders import (
     sample_token_ids,
 )
 from deblurkit.errors import DeblurkitError, WeightsError
-
-TINY = {
-    "timm_model": "vit_base_patch16_224",
-    "img_size": 64,
-    "patch_size": 16,
-    "embed_dim": 48,
-    "depth": 6,
-    "num_heads": 3,
-    "num_classes": 0,
-}
 
 
 def _tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:

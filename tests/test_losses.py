@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tinymodels import TINY_VIT as TINY
 from torch import nn
 from torch.nn import functional as F
 
@@ -31,15 +32,6 @@ from deblurkit.losses.vgg import VGG19_LAYERS
 
 GOLDEN = Path(os.environ.get("DEBLURKIT_GOLDEN", Path(__file__).resolve().parents[2] / "shared" / "golden"))
 MAE_GOLDEN = GOLDEN / "mae_losses.safetensors"
-TINY = {
-    "timm_model": "vit_base_patch16_224",
-    "img_size": 64,
-    "patch_size": 16,
-    "embed_dim": 48,
-    "depth": 6,
-    "num_heads": 3,
-    "num_classes": 0,
-}
 
 
 @functools.cache

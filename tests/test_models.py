@@ -38,6 +38,25 @@ def _pth_bytes(obj) -> bytes:
     return buffer.getvalue()
 
 
+def _write_card(folder: Path, name: str, weights_toml: str) -> None:
+    """A zoo card for the TINY NAFNet called ``name``, with the given ``[weights]`` table."""
+    config = "\n".join(f"{key} = {json.dumps(value)}" for key, value in TINY.items())
+    (folder / f"{name}.toml").write_text(
+        f'''name = "{name}"
+kind = "deblur"
+summary = "test"
+architecture = "nafnet"
+license = "MIT"
+paper = "test"
+
+[config]
+{config}
+
+[weights]
+{weights_toml}'''
+    )
+
+
 @pytest.fixture
 def tiny_card(tmp_path, monkeypatch):
     """A zoo card of our own (``$DEBLURKIT_ZOO_PATH``) whose pinned .pth sits in the Hub cache."""
@@ -46,28 +65,15 @@ def tiny_card(tmp_path, monkeypatch):
     add_to_hub_cache("test/tiny-nafnet", {"tiny.pth": data})
     cards = tmp_path / "cards"
     cards.mkdir()
-    (cards / "tiny-nafnet.toml").write_text(
-        f"""name = "tiny-nafnet"
-kind = "deblur"
-summary = "test"
-architecture = "nafnet"
-license = "MIT"
-paper = "test"
-
-[config]
-img_channel = 3
-width = 8
-middle_blk_num = 1
-enc_blk_nums = [1, 1]
-dec_blk_nums = [1, 1]
-
-[weights]
-repo_id = "test/tiny-nafnet"
+    _write_card(
+        cards,
+        "tiny-nafnet",
+        f"""repo_id = "test/tiny-nafnet"
 filename = "tiny.pth"
 sha256 = "{hashlib.sha256(data).hexdigest()}"
 format = "pth"
 key = "params"
-"""
+""",
     )
     monkeypatch.setenv("DEBLURKIT_ZOO_PATH", str(cards))
     return network
@@ -211,26 +217,13 @@ def test_environment_is_honoured_by_a_fresh_process(tmp_path, tiny_card):
 
 
 def _bundled_card(folder: Path, sha256: str) -> None:
-    (folder / "bundled-nafnet.toml").write_text(
-        f"""name = "bundled-nafnet"
-kind = "deblur"
-summary = "test"
-architecture = "nafnet"
-license = "MIT"
-paper = "test"
-
-[config]
-img_channel = 3
-width = 8
-middle_blk_num = 1
-enc_blk_nums = [1, 1]
-dec_blk_nums = [1, 1]
-
-[weights]
-filename = "bundled-nafnet.safetensors"
+    _write_card(
+        folder,
+        "bundled-nafnet",
+        f"""filename = "bundled-nafnet.safetensors"
 bundled = true
 sha256 = "{sha256}"
-"""
+""",
     )
 
 
