@@ -1,9 +1,10 @@
 """Time deblurkit's NAFNet-width32 TLC forward against a re-implementation of the official one.
 
-The reference below mirrors megvii-research/NAFNet's inference computation step by step (channels-first
-features, the LayerNormFunction arithmetic, the SCA conv on the full replicate-padded map, the local
-mean from a zero-padded double cumsum, window sizes measured on a dummy forward at training size) and
-loads the same random weights. Usage::
+The reference below mirrors megvii-research/NAFNet's computation step by step (channels-first
+features, the LayerNormFunction arithmetic and its hand-written backward, the SCA conv on the full
+replicate-padded map, the local mean from a zero-padded double cumsum, window sizes measured on a
+dummy forward at training size) and loads the same random weights. ``ReferenceNAFNet`` is the plain
+(global-pool) network, the one trained; ``bench_losses.py --network official`` trains it. Usage::
 
     python benchmarks/bench_nafnet.py [--height 720] [--width 1280] [--threads 2] [--repeats 3]
 """
@@ -28,8 +29,30 @@ GOPRO_WIDTH32 = {
 }
 
 
+class _OfficialLayerNormFunction(torch.autograd.Function):
+    """The official LayerNormFunction: two-pass channel statistics, a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        mu = x.mean(1, keepdim=True)
+        var = (x - mu).pow(2).mean(1, keepdim=True)
+        y = (x - mu) / (var + eps).sqrt()
+        ctx.eps = eps
+        ctx.save_for_backward(y, var, weight)
+        return weight.view(1, -1, 1, 1) * y + bias.view(1, -1, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        y, var, weight = ctx.saved_tensors
+        g = grad_output * weight.view(1, -1, 1, 1)
+        mean_g = g.mean(dim=1, keepdim=True)
+        mean_gy = (g * y).mean(dim=1, keepdim=True)
+        grad_x = (g - y * mean_gy - mean_g) / torch.sqrt(var + ctx.eps)
+        return grad_x, (grad_output * y).sum(dim=(0, 2, 3)), grad_output.sum(dim=(0, 2, 3)), None
+
+
 class ReferenceLayerNorm2d(nn.Module):
-    """The official LayerNormFunction forward: two-pass channel statistics in the input dtype."""
+    """The official LayerNorm2d (LayerNormFunction: statistics in the input dtype)."""
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -38,10 +61,7 @@ class ReferenceLayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(1, keepdim=True)
-        var = (x - mu).pow(2).mean(1, keepdim=True)
-        y = (x - mu) / (var + self.eps).sqrt()
-        return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
+        return _OfficialLayerNormFunction.apply(x, self.weight, self.bias, self.eps)
 
 
 class ReferenceLocalPool(nn.Module):
@@ -99,15 +119,19 @@ class ReferenceBlock(nn.Module):
         return y + x * self.gamma
 
 
-class ReferenceNAFNetLocal(nn.Module):
-    """The official NAFNetLocal forward (pads to a multiple of 2**levels internally, then crops)."""
+class ReferenceNAFNet(nn.Module):
+    """The official NAFNet forward (pads to a multiple of 2**levels internally, then crops); the SCA
+    pools globally, or with ``pool`` (a factory of pooling modules)."""
 
-    def __init__(self, width: int, middle_blk_num: int, enc_blk_nums, dec_blk_nums, train: int = 256) -> None:
+    def __init__(
+        self,
+        width: int,
+        middle_blk_num: int,
+        enc_blk_nums,
+        dec_blk_nums,
+        pool: Callable[[], nn.Module] = lambda: nn.AdaptiveAvgPool2d(1),
+    ) -> None:
         super().__init__()
-        base = int(train * 1.5)
-
-        def pool() -> nn.Module:
-            return ReferenceLocalPool((base, base), (train, train))
 
         def stage(c: int, n: int) -> nn.Sequential:
             return nn.Sequential(*(ReferenceBlock(c, pool()) for _ in range(n)))
@@ -127,8 +151,6 @@ class ReferenceNAFNetLocal(nn.Module):
             chan //= 2
             self.decoders.append(stage(chan, n))
         self.padder = 2 ** len(enc_blk_nums)
-        with torch.no_grad():
-            self(torch.rand(1, 3, train, train))  # fixes every pool's window, as the official code does
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         h, w = inp.shape[-2:]
@@ -143,6 +165,22 @@ class ReferenceNAFNetLocal(nn.Module):
         for decoder, up, skip in zip(self.decoders, self.ups, encs[::-1], strict=True):
             x = decoder(up(x) + skip)
         return (self.ending(x) + inp)[:, :, :h, :w]
+
+
+class ReferenceNAFNetLocal(ReferenceNAFNet):
+    """The official NAFNetLocal: TLC pools whose windows are fixed by a dummy forward at train size."""
+
+    def __init__(self, width: int, middle_blk_num: int, enc_blk_nums, dec_blk_nums, train: int = 256) -> None:
+        base = int(train * 1.5)
+        super().__init__(
+            width,
+            middle_blk_num,
+            enc_blk_nums,
+            dec_blk_nums,
+            pool=lambda: ReferenceLocalPool((base, base), (train, train)),
+        )
+        with torch.no_grad():
+            self(torch.rand(1, 3, train, train))  # fixes every pool's window, as the official code does
 
 
 def randomize(model: nn.Module, seed: int = 0) -> None:

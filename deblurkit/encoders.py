@@ -93,7 +93,8 @@ def resize_pos_embed(
         return pos_embed
     prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
     channels = grid.shape[-1]
-    grid = grid.float().reshape(1, old_grid[0], old_grid[1], channels).permute(0, 3, 1, 2)
+    work_dtype = torch.promote_types(grid.dtype, torch.float32)  # at least fp32; fp64 stays fp64
+    grid = grid.to(work_dtype).reshape(1, old_grid[0], old_grid[1], channels).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], channels).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
@@ -140,12 +141,14 @@ class ViTEncoder(nn.Module):
         self.name = name
         self.patch_size: tuple[int, int] = tuple(proj.kernel_size)  # type: ignore[assignment]
         self.embed_dim = int(proj.out_channels)
-        self.register_buffer(
-            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
-        )
+        if len(mean) != proj.in_channels or len(std) != proj.in_channels:
+            raise DeblurkitError(
+                f"encoder normalisation needs {proj.in_channels} means and stds, "
+                f"got {len(mean)} and {len(std)}"
+            )
+        self.mean: tuple[float, ...] = tuple(float(m) for m in mean)
+        self.std: tuple[float, ...] = tuple(float(s) for s in std)
+        self._stats_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self.requires_grad_(False)
         self.eval()
@@ -205,6 +208,19 @@ class ViTEncoder(nn.Module):
         n = self.num_patches(*images.shape[-2:])
         return sample_token_ids(images.shape[0], n, ratio, device=images.device, generator=generator)
 
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """``(images − mean) / std`` with the statistics made in the images' dtype from the exact
+        decimal values (as torchvision's ``normalize``), cached per device and dtype."""
+        key = (images.device, images.dtype)
+        stats = self._stats_cache.get(key)
+        if stats is None:
+            mean, std = (
+                torch.tensor(v, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+                for v in (self.mean, self.std)
+            )
+            stats = self._stats_cache[key] = (mean, std)
+        return (images - stats[0]) / stats[1]
+
     def pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
         """The position embedding for a patch grid (cached per grid, device and dtype)."""
         pos = self.vit.pos_embed
@@ -225,14 +241,11 @@ class ViTEncoder(nn.Module):
 
         Returns the B × (P + K) × C token sequence that enters the first block, and the ids used.
         """
-        if images.ndim != 4 or images.shape[1] != self.mean.shape[1]:
-            raise DeblurkitError(
-                f"encoder input must be B×{self.mean.shape[1]}×H×W, got {tuple(images.shape)}"
-            )
+        if images.ndim != 4 or images.shape[1] != len(self.mean):
+            raise DeblurkitError(f"encoder input must be B×{len(self.mean)}×H×W, got {tuple(images.shape)}")
         grid = self.grid_size(*images.shape[-2:])
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         vit = self.vit
-        x = vit.patch_embed.proj(x).flatten(2).transpose(1, 2)  # B × N × C, raster order
+        x = vit.patch_embed.proj(self.normalise(images)).flatten(2).transpose(1, 2)  # B × N × C, raster
         x = vit.patch_embed.norm(x)
         pos = self.pos_embed_for(grid).to(x.dtype)
         n_prefix = self.num_prefix_tokens if self._embeds_prefix else 0

@@ -182,6 +182,26 @@ def test_normalisation_inside_and_configurable(tiny_file) -> None:
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     y = (x - mean) / std * 0.5 + 0.5
     torch.testing.assert_close(plain(x)[2], custom(y)[2], rtol=1e-4, atol=1e-4)
+    with pytest.raises(DeblurkitError, match="needs 3 means and stds"):
+        load_encoder({**TINY, "mean": [0.5], "std": [0.5]}, weights=tiny_file)
+
+
+def test_fp64_input_stays_fp64(tiny_file) -> None:
+    """Normalisation statistics and the resized position embedding are made in the input's dtype:
+    an fp64 encoder agrees with a step-by-step fp64 computation to rounding."""
+    encoder = load_encoder(TINY, weights=tiny_file).to(torch.float64)
+    x = _images(height=80, width=48).double()
+    (features,) = encoder(x, blocks=[1])
+    assert features.dtype == torch.float64
+    vit = encoder.vit
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    tokens = vit.patch_embed.proj((x - mean) / std).flatten(2).transpose(1, 2)
+    grid = vit.pos_embed[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(5, 3), mode="bicubic", align_corners=False).flatten(2).transpose(1, 2)
+    cls = vit.cls_token + vit.pos_embed[:, :1]
+    expected = vit.blocks[0](torch.cat([cls.expand(2, -1, -1), tokens + grid], dim=1))
+    torch.testing.assert_close(features, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_timm_model_name_and_depth(tmp_path) -> None:

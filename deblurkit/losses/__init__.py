@@ -33,7 +33,7 @@ from .mae import (
     global_distance,
     local_distance,
 )
-from .pixel import CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, check_pair
+from .pixel import CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, at_least_fp32, check_pair
 from .spec import Range, TermSpec, parse_spec, spec_error
 from .vgg import CLASSIC_LAYERS, CLASSIC_WEIGHTS, VGGFeatures, VGGPerceptualLoss, load_vgg
 
@@ -384,7 +384,7 @@ class CompositeLoss(nn.Module):
                 )
             else:
                 value = module(restored, target)
-            contribution = self.weights[name] * value.float()
+            contribution = self.weights[name] * at_least_fp32(value)
             values[name] = contribution.detach()
             total = contribution if total is None else total + contribution
         self.terms = values

@@ -2,8 +2,8 @@
 Transformer* (TNNLS 2024), as the official code (erfect2020/TransformerPerceptualLoss) computes them.
 
 φ_l is the output of block l of a frozen encoder (:class:`~deblurkit.encoders.ViTEncoder`), for the
-same kept tokens of the restored image Î and the target I, the CLS token first. Features are cast to
-fp32 before any arithmetic, so the losses accumulate in fp32 under autocast.
+same kept tokens of the restored image Î and the target I, the CLS token first. Half-precision
+features are cast to fp32 before any arithmetic, so the losses accumulate in fp32 under autocast.
 
 * Local (``mae_local``): ``Σ_l mean_{b,t,c} |φ_l(Î) − φ_l(I)|^p``; p = 1 is the official code.
 * Global (``mae_global``, official): for every block l and token position t, the 1-D p-Wasserstein
@@ -30,6 +30,7 @@ from torch import nn
 
 from ..encoders import DEFAULT_BLOCKS, ViTEncoder, keep_count
 from ..errors import DeblurkitError
+from .pixel import at_least_fp32
 
 __all__ = [
     "GLOBAL_VARIANTS",
@@ -67,9 +68,9 @@ def local_distance(
 ) -> torch.Tensor:
     """``Σ_l mean |φ_l(Î) − φ_l(I)|^p`` over lists of B × T × C block features (unweighted)."""
     p = _check_p(p)
-    total = restored[0].new_zeros((), dtype=torch.float32)
+    total = restored[0].new_zeros((), dtype=torch.promote_types(restored[0].dtype, torch.float32))
     for r, t in zip(restored, target, strict=True):
-        total = total + _power(r.float() - t.float(), p).mean()
+        total = total + _power(at_least_fp32(r) - at_least_fp32(t), p).mean()
     return total
 
 
@@ -85,11 +86,13 @@ def global_distance(
     p = _check_p(p)
     if variant not in GLOBAL_VARIANTS:
         raise DeblurkitError(f"unknown global variant {variant!r}; choose from {', '.join(GLOBAL_VARIANTS)}")
-    total = restored[0].new_zeros((), dtype=torch.float32)
+    total = restored[0].new_zeros((), dtype=torch.promote_types(restored[0].dtype, torch.float32))
     for r, t in zip(restored, target, strict=True):
-        r, t = r.float(), t.float()
+        r, t = at_least_fp32(r), at_least_fp32(t)
         if variant == "sliced":
-            directions = torch.randn(r.shape[-1], projections, device=r.device, generator=generator)
+            directions = torch.randn(
+                r.shape[-1], projections, device=r.device, dtype=r.dtype, generator=generator
+            )
             directions = directions / directions.norm(dim=0, keepdim=True)
             r, t = r @ directions, t @ directions
         # the axis holding the 1-D distribution: channels for the token variants, tokens otherwise

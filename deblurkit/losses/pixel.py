@@ -1,4 +1,5 @@
-"""Pixel losses on the raw images (no normalisation), computed in fp32 whatever the autocast dtype."""
+"""Pixel losses on the raw images (no normalisation), computed in fp32 (fp64 inputs stay fp64) whatever
+the autocast dtype."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from torch.nn import functional as F
 
 from ..errors import DeblurkitError
 
-__all__ = ["CharbonnierLoss", "L1Loss", "MSELoss", "PSNRLoss", "check_pair"]
+__all__ = ["CharbonnierLoss", "L1Loss", "MSELoss", "PSNRLoss", "at_least_fp32", "check_pair"]
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in fp32 when it is half precision (autocast), unchanged in fp32 or fp64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def check_pair(restored: torch.Tensor, target: torch.Tensor) -> None:
@@ -26,7 +32,7 @@ class L1Loss(nn.Module):
 
     def forward(self, restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(restored, target)
-        return F.l1_loss(restored.float(), target.float())
+        return F.l1_loss(at_least_fp32(restored), at_least_fp32(target))
 
 
 class MSELoss(nn.Module):
@@ -34,7 +40,7 @@ class MSELoss(nn.Module):
 
     def forward(self, restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(restored, target)
-        return F.mse_loss(restored.float(), target.float())
+        return F.mse_loss(at_least_fp32(restored), at_least_fp32(target))
 
 
 class CharbonnierLoss(nn.Module):
@@ -48,7 +54,7 @@ class CharbonnierLoss(nn.Module):
 
     def forward(self, restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(restored, target)
-        diff = restored.float() - target.float()
+        diff = at_least_fp32(restored) - at_least_fp32(target)
         return torch.sqrt(diff * diff + self.eps * self.eps).mean()
 
     def extra_repr(self) -> str:
@@ -72,7 +78,7 @@ class PSNRLoss(nn.Module):
         check_pair(restored, target)
         if restored.ndim != 4:
             raise DeblurkitError(f"psnr loss needs B×C×H×W batches, got {tuple(restored.shape)}")
-        pred, gt = restored.float(), target.float()
+        pred, gt = at_least_fp32(restored), at_least_fp32(target)
         if self.to_y:
             coef = self.coef.to(pred.device)
             pred = ((pred * coef).sum(dim=1, keepdim=True) + 16.0) / 255.0

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..encoders import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import DeblurkitError, WeightsError
-from .pixel import check_pair
+from .pixel import at_least_fp32, check_pair
 
 __all__ = [
     "CLASSIC_LAYERS",
@@ -197,7 +197,7 @@ class VGGPerceptualLoss(nn.Module):
         distance = F.l1_loss if self.criterion == "l1" else F.mse_loss
         total = restored.new_zeros((), dtype=torch.float32)
         for name, weight in zip(self.layers, self.layer_weights, strict=True):
-            total = total + weight * distance(feats_r[name].float(), feats_t[name].float())
+            total = total + weight * distance(at_least_fp32(feats_r[name]), at_least_fp32(feats_t[name]))
         return total
 
     def extra_repr(self) -> str:
