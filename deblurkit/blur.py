@@ -17,6 +17,7 @@ randomness comes from the ``numpy.random.Generator`` passed in, so a seed reprod
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass, fields
@@ -29,17 +30,21 @@ from .errors import DeblurkitError
 __all__ = [
     "KERNEL_KINDS",
     "Degradation",
+    "add_camera_noise",
     "blur_image",
     "degrade",
     "disk_kernel",
     "gaussian_kernel",
     "linear_to_srgb",
+    "load_kernel_bank",
     "motion_kernel",
+    "quantise_and_compress",
     "random_kernel",
     "srgb_to_linear",
 ]
 
-KERNEL_KINDS = ("motion", "defocus", "gaussian")
+KERNEL_KINDS = ("motion", "defocus", "gaussian", "bank")
+DEFAULT_KERNELS = ("motion", "defocus", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,13 @@ class Degradation:
     standard deviation, ``shot_noise``: largest shot-noise gain (variance = gain × signal), both in
     linear [0, 1] units. ``jpeg``: probability of JPEG compression, at a quality drawn from
     ``jpeg_quality``. ``bits``: quantise the blurry image to this many bits (0: keep floats).
+    ``spatially_varying``: probability of a non-uniform blur (a 2×2 or 3×3 grid of random kernels
+    blended smoothly across the image). ``highlights``: probability of making lights brighter than
+    white (by a gain from ``highlight_gain``) before blurring, so they streak and clip.
+    ``kernel_bank``: an ``.npz`` of measured kernels (e.g. Levin et al.'s eight) for the ``bank`` kind.
     """
 
-    kernels: tuple[str, ...] = KERNEL_KINDS
+    kernels: tuple[str, ...] = DEFAULT_KERNELS
     motion_length: tuple[float, float] = (8.0, 40.0)
     defocus_radius: tuple[float, float] = (1.5, 6.0)
     gaussian_sigma: tuple[float, float] = (0.8, 3.0)
@@ -64,6 +73,10 @@ class Degradation:
     jpeg: float = 0.0
     jpeg_quality: tuple[float, float] = (60.0, 95.0)
     bits: int = 8
+    spatially_varying: float = 0.0
+    highlights: float = 0.0
+    highlight_gain: tuple[float, float] = (1.5, 4.0)
+    kernel_bank: str = ""
 
     def __post_init__(self) -> None:
         kernels = tuple(self.kernels)
@@ -81,6 +94,14 @@ class Degradation:
             object.__setattr__(self, name, (float(low), float(high)))
         if self.noise < 0 or self.shot_noise < 0 or not 0 <= self.jpeg <= 1:
             raise DeblurkitError("synthesis noise must be ≥ 0 and the JPEG probability in [0, 1]")
+        low, high = _range(self, "highlight_gain")
+        if not 1 <= low <= high:
+            raise DeblurkitError(f"highlight gain must be 1 ≤ low ≤ high, got {low}, {high}")
+        object.__setattr__(self, "highlight_gain", (low, high))
+        if not 0 <= self.spatially_varying <= 1 or not 0 <= self.highlights <= 1:
+            raise DeblurkitError("the spatially-varying and highlight probabilities must be in [0, 1]")
+        if "bank" in kernels:
+            load_kernel_bank(self.kernel_bank)
         if self.bits not in (0, 8, 16):
             raise DeblurkitError(f"synthesis bits must be 0, 8 or 16, got {self.bits}")
 
@@ -88,6 +109,7 @@ class Degradation:
     def margin(self) -> int:
         """Pixels a kernel can reach from its centre: the context a crop needs around it."""
         return max(
+            max(max(k.shape) for k in load_kernel_bank(self.kernel_bank)) // 2 + 1 if "bank" in self.kernels else 0,
             math.ceil(self.motion_length[1] / 2) + 2 if "motion" in self.kernels else 0,
             math.ceil(self.defocus_radius[1]) + 1 if "defocus" in self.kernels else 0,
             math.ceil(3 * self.gaussian_sigma[1]) + 1 if "gaussian" in self.kernels else 0,
@@ -107,6 +129,22 @@ def _range(settings: Degradation, name: str) -> tuple[float, float]:
 
 
 # -- kernels ----------------------------------------------------------------------------------------
+@functools.cache
+def load_kernel_bank(path: str) -> tuple[np.ndarray, ...]:
+    """The 2-D kernels stored in an ``.npz`` (every array), each normalised to sum 1."""
+    if not path:
+        raise DeblurkitError("the 'bank' kernel kind needs a kernel bank: an .npz of 2-D kernels")
+    try:
+        with np.load(path) as archive:
+            kernels = tuple(np.asarray(archive[name], np.float64) for name in archive.files)
+    except (OSError, ValueError) as err:
+        raise DeblurkitError(f"kernel bank {path} cannot be read ({err})") from None
+    if not kernels or any(k.ndim != 2 or k.shape[0] != k.shape[1] or k.sum() <= 0 for k in kernels):
+        raise DeblurkitError(f"kernel bank {path} must hold square 2-D kernels with a positive sum")
+    return tuple((k / k.sum()).astype(np.float32) for k in kernels)
+
+
+
 def _centre(kernel: np.ndarray) -> np.ndarray:
     """Normalise to sum 1 and shift (bilinearly) so the centre of mass is the centre pixel."""
     kernel = np.clip(kernel, 0, None)
@@ -199,6 +237,11 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
 def random_kernel(rng: np.random.Generator, settings: Degradation) -> tuple[np.ndarray, dict]:
     """One kernel of a kind drawn from ``settings.kernels``, and a description of it."""
     kind = settings.kernels[int(rng.integers(len(settings.kernels)))]
+    if kind == "bank":
+        bank = load_kernel_bank(settings.kernel_bank)
+        index = int(rng.integers(len(bank)))
+        kernel = np.rot90(bank[index], int(rng.integers(4)))
+        return _centre(np.ascontiguousarray(kernel)), {"kind": kind, "index": index}
     if kind == "motion":
         length = rng.uniform(*settings.motion_length)
         return motion_kernel(rng, length), {"kind": kind, "length": round(float(length), 3)}
@@ -246,27 +289,87 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return decoded.reshape(image.shape)
 
 
+def add_camera_noise(
+    linear: np.ndarray, rng: np.random.Generator, noise: float, shot_noise: float
+) -> tuple[np.ndarray, dict]:
+    """Poisson-Gaussian sensor noise on a linear-light image: read noise up to ``noise`` and a shot
+    gain up to ``shot_noise`` (variance = gain × signal), both drawn uniformly; clipped to [0, 1]."""
+    read, gain = rng.uniform(0, noise), rng.uniform(0, shot_noise)
+    sigma = np.sqrt(gain * np.clip(linear, 0, 1) + read**2)
+    noisy = linear + sigma * rng.standard_normal(linear.shape).astype(np.float32)
+    return np.clip(noisy, 0, 1).astype(np.float32), {"noise": round(float(read), 5), "shot_noise": round(float(gain), 6)}
+
+
+def quantise_and_compress(
+    image: np.ndarray, rng: np.random.Generator, bits: int, jpeg: float, quality: tuple[float, float]
+) -> tuple[np.ndarray, dict]:
+    """Quantise a display-referred image to ``bits`` (0: keep floats), then JPEG-compress it with
+    probability ``jpeg`` at a quality drawn from ``quality``."""
+    info: dict = {}
+    if bits:
+        top = float(2**bits - 1)
+        image = np.rint(image * top) / top
+    if rng.uniform() < jpeg:
+        info["jpeg_quality"] = round(rng.uniform(*quality))
+        image = _jpeg(image, info["jpeg_quality"])
+    return image.astype(np.float32), info
+
+
+def _boost_highlights(light: np.ndarray, rng: np.random.Generator, settings: Degradation) -> tuple[np.ndarray, dict]:
+    """Lights above a threshold are made brighter than white, so that blurring streaks them and the
+    streaks clip, as saturated lights do in real shaken photos."""
+    threshold = rng.uniform(0.75, 0.95)
+    gain = rng.uniform(*settings.highlight_gain)
+    level = light.max(axis=2, keepdims=True)
+    boost = 1 + (gain - 1) * np.clip((level - threshold) / (1 - threshold), 0, 1)
+    return light * boost.astype(np.float32), {"highlight_gain": round(float(gain), 3)}
+
+
+def _grid_weights(height: int, width: int, cells: int) -> np.ndarray:
+    """cells² smooth weight maps (bilinear hats on a cells×cells grid) that sum to 1 everywhere."""
+    def hats(n: int) -> np.ndarray:
+        position = np.linspace(0, cells - 1, n)
+        return np.clip(1 - np.abs(position[None, :] - np.arange(cells)[:, None]), 0, 1)
+
+    rows, cols = hats(height), hats(width)
+    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(cells * cells, height, width)
+
+
+def _blur(light: np.ndarray, rng: np.random.Generator, settings: Degradation) -> tuple[np.ndarray, dict]:
+    """Blur with one random kernel, or (spatially varying) with a grid of them blended smoothly."""
+    if not (settings.spatially_varying and rng.uniform() < settings.spatially_varying):
+        kernel, info = random_kernel(rng, settings)
+        return blur_image(light, kernel), info
+    cells = int(rng.integers(2, 4))
+    weights = _grid_weights(*light.shape[:2], cells)
+    out = np.zeros(light.shape, np.float32)
+    kinds = []
+    for weight in weights:
+        kernel, info = random_kernel(rng, settings)
+        out += weight[:, :, None] * blur_image(light, kernel)
+        kinds.append(info)
+    return out, {"kind": "spatially varying", "grid": cells, "kernels": kinds}
+
+
 def degrade(
     sharp: np.ndarray, rng: np.random.Generator, settings: Degradation = Degradation()
 ) -> tuple[np.ndarray, dict]:
     """A blurry version of an H×W×C float image in [0, 1] (sRGB), and what was done to it.
 
-    Steps: random kernel → (linear light) convolution → Poisson-Gaussian noise → sRGB → quantisation
-    → JPEG with probability ``settings.jpeg``. The same generator state gives the same result.
+    Steps: (linear light) → brighter-than-white highlights with probability ``highlights`` → blur
+    with a random kernel, or a smooth blend of a grid of kernels with probability
+    ``spatially_varying`` → clip → Poisson-Gaussian noise → sRGB → quantisation → JPEG with
+    probability ``jpeg``. The same generator state gives the same result.
     """
-    kernel, info = random_kernel(rng, settings)
     light = srgb_to_linear(sharp) if settings.linear_light else np.clip(sharp, 0, 1).astype(np.float32)
-    blurred = np.clip(blur_image(light, kernel), 0, 1)
-    read, gain = rng.uniform(0, settings.noise), rng.uniform(0, settings.shot_noise)
-    sigma = np.sqrt(gain * blurred + read**2)
-    blurred = blurred + sigma * rng.standard_normal(blurred.shape).astype(np.float32)
-    out = linear_to_srgb(blurred) if settings.linear_light else np.clip(blurred, 0, 1)
-    info.update(noise=round(float(read), 5), shot_noise=round(float(gain), 6))
-    if settings.bits:
-        top = float(2**settings.bits - 1)
-        out = np.rint(out * top) / top
-    if rng.uniform() < settings.jpeg:
-        quality = round(rng.uniform(*settings.jpeg_quality))
-        out = _jpeg(out, quality)
-        info["jpeg_quality"] = quality
-    return out.astype(np.float32), info
+    info: dict = {}
+    if settings.highlights and rng.uniform() < settings.highlights:
+        light, boosted = _boost_highlights(light, rng, settings)
+        info.update(boosted)
+    blurred, described = _blur(light, rng, settings)
+    info = {**described, **info}
+    blurred, noise = add_camera_noise(np.clip(blurred, 0, 1), rng, settings.noise, settings.shot_noise)
+    info.update(noise)
+    out = linear_to_srgb(blurred) if settings.linear_light else blurred
+    out, compressed = quantise_and_compress(out, rng, settings.bits, settings.jpeg, settings.jpeg_quality)
+    return out, {**info, **compressed}

@@ -37,6 +37,7 @@ __all__ = [
     "DataError",
     "DataScan",
     "EpochBatches",
+    "MixedCrops",
     "Pair",
     "PairCrops",
     "SynthCrops",
@@ -57,7 +58,7 @@ PAIR_LAYOUTS = (("blur", "sharp"), ("input", "target"), ("lq", "gt"))
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm"})
 _EXAMPLES = 3
 # Tags that keep the seeded streams of samples, epoch orders and validation pairs apart.
-_SAMPLE, _ORDER, _VALIDATION = 0, 1, 2
+_SAMPLE, _ORDER, _VALIDATION, _MIX = 0, 1, 2, 3
 
 
 class DataError(DeblurkitError):
@@ -356,6 +357,28 @@ class SynthCrops(PairCrops):
         blurred, _ = degrade(region, rng, self.degradation)
         window = (slice(y - top, y - top + self.crop), slice(x - left, x - left + self.crop))
         return self._finish(rng, [blurred[window], region[window]])
+
+
+class MixedCrops(Dataset):
+    """Samples drawn from several crop datasets in set shares: each (epoch, index) picks its source
+    with a seeded draw weighted by ``shares``, then takes that source's sample at a derived index."""
+
+    def __init__(self, sources: Sequence[Dataset], shares: Sequence[float], seed: int) -> None:
+        if len(sources) != len(shares) or not sources or any(s < 0 for s in shares) or sum(shares) <= 0:
+            raise DataError("mixed training data needs one non-negative share per source, not all zero")
+        self.sources, self.seed = list(sources), seed
+        self.cumulative = np.cumsum(np.asarray(shares, np.float64) / sum(shares))
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        epoch, index = item
+        rng = np.random.default_rng([self.seed, _MIX, epoch, index])
+        which = min(int(np.searchsorted(self.cumulative, rng.uniform(), side="right")), len(self.sources) - 1)
+        source = self.sources[which]
+        # A unique inner "epoch" per mixed sample keeps every draw's randomness its own.
+        return source[(epoch * len(self) + index, int(rng.integers(len(source))))]
 
 
 class ValidationSet:

@@ -46,7 +46,13 @@ __all__ = [
 
 SECTIONS = ("model", "data", "synth", "loss", "optim", "output")
 
-PIXEL_LOSS = {"nafnet": "psnr", "nafnet-local": "psnr", "restormer": "l1", "uformer": "charbonnier"}
+PIXEL_LOSS = {
+    "nafnet": "psnr",
+    "nafnet-local": "psnr",
+    "restormer": "l1",
+    "uformer": "charbonnier",
+    "maxim": "charbonnier",
+}
 """The pixel loss each architecture's official recipe trains with (``l1`` for others)."""
 
 
@@ -107,6 +113,21 @@ class TrainConfig:
         "CSV/txt list; with --synthesize, a folder of sharp images.",
     )
     synthesize: bool = _opt(False, "data", "Make blurry inputs on the fly from the sharp images in --data.")
+    frames: str = _opt(
+        "",
+        "data",
+        "Folder of consecutive sharp video frames (one sequence per folder, e.g. 240-fps GoPro): "
+        "blurry/sharp pairs made on the fly the GoPro way, next to --data.",
+    )
+    frames_count: list = field(
+        **_listed([7, 13], "data", "How many consecutive frames one blurry image averages (low, high).")
+    )
+    frames_gamma: float = _opt(2.2, "data", "Camera-response gamma undone before averaging frames.", min=0.1)
+    frames_share: float = _opt(0.5, "data", "Share of training samples drawn from --frames.", min=0.0, max=1.0)
+    stills: str = _opt(
+        "", "data", "Folder of sharp photos shaken on the fly with the [synth] settings, next to --data."
+    )
+    stills_share: float = _opt(0.25, "data", "Share of training samples drawn from --stills.", min=0.0, max=1.0)
     val_data: str = _opt(
         "", "data", "Validation pairs (a folder or list like --data; with --synthesize, sharp images)."
     )
@@ -155,6 +176,16 @@ class TrainConfig:
     synth_jpeg: float = _opt(_SYNTH.jpeg, "synth", "Probability of JPEG-compressing the blurry input.")
     synth_jpeg_quality: list = field(**_listed(list(_SYNTH.jpeg_quality), "synth", "JPEG quality range."))
     synth_bits: int = _opt(_SYNTH.bits, "synth", "Quantise blurry inputs to 8 or 16 bits (0: floats).")
+    synth_spatially_varying: float = _opt(
+        _SYNTH.spatially_varying, "synth", "Probability of a non-uniform blur (a grid of kernels blended).", min=0.0, max=1.0
+    )
+    synth_highlights: float = _opt(
+        _SYNTH.highlights, "synth", "Probability of brighter-than-white lights that streak and clip.", min=0.0, max=1.0
+    )
+    synth_highlight_gain: list = field(
+        **_listed(list(_SYNTH.highlight_gain), "synth", "How much brighter than white the lights get (range).")
+    )
+    synth_kernel_bank: str = _opt("", "synth", "An .npz of measured kernels for the 'bank' kernel kind.")
     # loss
     loss: str = _opt(
         "",
@@ -279,6 +310,8 @@ def coerce(name: str, value: Any) -> Any:
         value = dict(value)
     if "min" in f.metadata and value < f.metadata["min"]:
         raise fail(f"at least {f.metadata['min']}")
+    if "max" in f.metadata and value > f.metadata["max"]:
+        raise fail(f"at most {f.metadata['max']}")
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         raise fail("one of " + ", ".join(f.metadata["choices"]))
     return value

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from ..data import (
     DataError,
     DataScan,
+    MixedCrops,
     Pair,
     PairCrops,
     SynthCrops,
@@ -19,6 +20,7 @@ from ..data import (
     has_pairs,
     split,
 )
+from ..frames import FrameAveraging, FrameCrops, frame_sequences
 from .config import TrainConfig
 
 __all__ = ["PROBLEMS_FILE", "training_data"]
@@ -65,8 +67,11 @@ def training_data(
     ``run_dir``: where to write the full list of data problems (None on processes that do not write).
     """
     notes: list[str] = []
-    pairs = _usable(_scan(config.data, config.crop, config, config.synthesize), config, run_dir, notes)
-    train, val = split(pairs, config.val_split, config.seed)
+    train: list[Pair] = []
+    val: list[Pair] = []
+    if config.data:
+        pairs = _usable(_scan(config.data, config.crop, config, config.synthesize), config, run_dir, notes)
+        train, val = split(pairs, config.val_split, config.seed)
     synthesize_val = config.synthesize
     if config.val_data:
         synthesize_val = config.synthesize and not has_pairs(config.val_data)
@@ -74,11 +79,30 @@ def training_data(
     if config.val_max:
         val = val[: config.val_max]
     degradation = config.degradation()
-    if config.synthesize:
-        dataset: Dataset = SynthCrops(
-            [p.target for p in train], config.crop, config.seed, degradation, flips=config.flips
+    sources: list[Dataset] = []
+    shares: list[float] = []
+    if config.frames:
+        averaging = FrameAveraging(frames=tuple(config.frames_count), gamma=config.frames_gamma)
+        sequences = frame_sequences(config.frames, averaging.frames[0])
+        sources.append(FrameCrops(sequences, config.crop, config.seed, averaging, flips=config.flips))
+        shares.append(config.frames_share)
+    if config.stills:
+        stills = _usable(_scan(config.stills, config.crop, config, True), config, run_dir, notes)
+        sources.append(
+            SynthCrops([p.target for p in stills], config.crop, config.seed, degradation, flips=config.flips)
         )
-    else:
-        dataset = PairCrops(train, config.crop, config.seed, flips=config.flips)
+        shares.append(config.stills_share)
+    if train:
+        if config.synthesize:
+            own: Dataset = SynthCrops(
+                [p.target for p in train], config.crop, config.seed, degradation, flips=config.flips
+            )
+        else:
+            own = PairCrops(train, config.crop, config.seed, flips=config.flips)
+        sources.insert(0, own)
+        shares.insert(0, max(0.0, 1.0 - sum(shares)))
+    if not sources:
+        raise DataError("no training data: give --data, --frames or --stills")
+    dataset = sources[0] if len(sources) == 1 else MixedCrops(sources, shares, config.seed)
     valset = ValidationSet(val, config.seed, degradation if synthesize_val else None) if val else None
     return dataset, valset, notes

@@ -112,8 +112,11 @@ class _Source:
 
 # -- preparation --------------------------------------------------------------------------------------
 def _check_options(config: TrainConfig, command: str) -> None:
-    if not config.data:
-        raise ConfigError(f"{command} needs training data: --data FOLDER (or a CSV/txt list of pairs)")
+    if not (config.data or config.frames or config.stills):
+        raise ConfigError(
+            f"{command} needs training data: --data FOLDER (or a CSV/txt list of pairs), "
+            "--frames FOLDER or --stills FOLDER"
+        )
     if not config.output:
         raise ConfigError(f"{command} needs an output folder: -o/--output FOLDER")
     if not config.model and not config.architecture:
