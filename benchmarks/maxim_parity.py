@@ -141,7 +141,9 @@ def compare(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--package", type=Path, required=True, help="the npm .tgz (or its model.json)")
     parser.add_argument("--tf-python", type=Path, help="a Python interpreter with tensorflow installed")
     parser.add_argument("--pairs", type=Path, help="a folder with blur/ and sharp/ PNG pairs")

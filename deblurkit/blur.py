@@ -109,7 +109,9 @@ class Degradation:
     def margin(self) -> int:
         """Pixels a kernel can reach from its centre: the context a crop needs around it."""
         return max(
-            max(max(k.shape) for k in load_kernel_bank(self.kernel_bank)) // 2 + 1 if "bank" in self.kernels else 0,
+            max(max(k.shape) for k in load_kernel_bank(self.kernel_bank)) // 2 + 1
+            if "bank" in self.kernels
+            else 0,
             math.ceil(self.motion_length[1] / 2) + 2 if "motion" in self.kernels else 0,
             math.ceil(self.defocus_radius[1]) + 1 if "defocus" in self.kernels else 0,
             math.ceil(3 * self.gaussian_sigma[1]) + 1 if "gaussian" in self.kernels else 0,
@@ -142,7 +144,6 @@ def load_kernel_bank(path: str) -> tuple[np.ndarray, ...]:
     if not kernels or any(k.ndim != 2 or k.shape[0] != k.shape[1] or k.sum() <= 0 for k in kernels):
         raise DeblurkitError(f"kernel bank {path} must hold square 2-D kernels with a positive sum")
     return tuple((k / k.sum()).astype(np.float32) for k in kernels)
-
 
 
 def _centre(kernel: np.ndarray) -> np.ndarray:
@@ -297,7 +298,10 @@ def add_camera_noise(
     read, gain = rng.uniform(0, noise), rng.uniform(0, shot_noise)
     sigma = np.sqrt(gain * np.clip(linear, 0, 1) + read**2)
     noisy = linear + sigma * rng.standard_normal(linear.shape).astype(np.float32)
-    return np.clip(noisy, 0, 1).astype(np.float32), {"noise": round(float(read), 5), "shot_noise": round(float(gain), 6)}
+    return np.clip(noisy, 0, 1).astype(np.float32), {
+        "noise": round(float(read), 5),
+        "shot_noise": round(float(gain), 6),
+    }
 
 
 def quantise_and_compress(
@@ -315,7 +319,9 @@ def quantise_and_compress(
     return image.astype(np.float32), info
 
 
-def _boost_highlights(light: np.ndarray, rng: np.random.Generator, settings: Degradation) -> tuple[np.ndarray, dict]:
+def _boost_highlights(
+    light: np.ndarray, rng: np.random.Generator, settings: Degradation
+) -> tuple[np.ndarray, dict]:
     """Lights above a threshold are made brighter than white, so that blurring streaks them and the
     streaks clip, as saturated lights do in real shaken photos."""
     threshold = rng.uniform(0.75, 0.95)
@@ -327,6 +333,7 @@ def _boost_highlights(light: np.ndarray, rng: np.random.Generator, settings: Deg
 
 def _grid_weights(height: int, width: int, cells: int) -> np.ndarray:
     """cells² smooth weight maps (bilinear hats on a cells×cells grid) that sum to 1 everywhere."""
+
     def hats(n: int) -> np.ndarray:
         position = np.linspace(0, cells - 1, n)
         return np.clip(1 - np.abs(position[None, :] - np.arange(cells)[:, None]), 0, 1)

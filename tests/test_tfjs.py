@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_arch_maxim import TINY
+from tfjs_graph import PREFIX, GraphBuilder, graph_of, randomize
 
 from deblurkit.archs.maxim import MAXIM
 from deblurkit.errors import WeightsError
 from deblurkit.tfjs import read_graph_model, read_tfjs_state_dict
-from test_arch_maxim import TINY
-from tfjs_graph import PREFIX, GraphBuilder, graph_of, randomize
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,11 @@ def _single(module_path: str, module: torch.nn.Module) -> GraphBuilder:
 
 def test_a_parameter_with_two_consumers_is_refused(tmp_path):
     builder = _single("dense", torch.nn.Linear(2, 3))
-    builder.op(PREFIX + "other/einsum/Einsum", "Einsum", ["xs_0", "StatefulPartitionedCall/jax2tf_arg_1/ReadVariableOp"])
+    builder.op(
+        PREFIX + "other/einsum/Einsum",
+        "Einsum",
+        ["xs_0", "StatefulPartitionedCall/jax2tf_arg_1/ReadVariableOp"],
+    )
     with pytest.raises(WeightsError, match="feeds 2 nodes"):
         read_tfjs_state_dict(builder.write_folder(tmp_path))
 
@@ -139,7 +143,9 @@ def test_weights_from_the_package_load_strictly_and_are_converted_once(tiny_pack
     folder = tmp_path / "unpacked"
     graph_of(tiny_maxim).write_folder(folder)
     again = load_model("maxim-tiny", weights=folder / "model.json")
-    assert torch.equal(again.network.stage_0_input_conv_0.conv.weight, tiny_maxim.stage_0_input_conv_0.conv.weight)
+    assert torch.equal(
+        again.network.stage_0_input_conv_0.conv.weight, tiny_maxim.stage_0_input_conv_0.conv.weight
+    )
 
 
 def test_a_tampered_package_is_refused_before_reading(tiny_package):
@@ -162,7 +168,16 @@ def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProce
 def test_deblur_cli_runs_the_package_offline(tiny_package, tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((21, 30, 3)) * 255).astype(np.uint8)).save(photo)
-    done = _cli("deblur", str(photo), "--model", "maxim-tiny", "--weights", str(tiny_package), "-o", str(tmp_path / "out"))
+    done = _cli(
+        "deblur",
+        str(photo),
+        "--model",
+        "maxim-tiny",
+        "--weights",
+        str(tiny_package),
+        "-o",
+        str(tmp_path / "out"),
+    )
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "out" / "photo.png") as out:
         assert out.size == (30, 21)

@@ -22,7 +22,9 @@ class GraphBuilder:
     """Accumulates nodes and constants; writes ``model.json`` + shards, or an npm-style ``.tgz``."""
 
     def __init__(self) -> None:
-        self.nodes: list[dict] = [{"name": "xs_0", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"}}}]
+        self.nodes: list[dict] = [
+            {"name": "xs_0", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"}}}
+        ]
         self.constants: list[tuple[str, np.ndarray]] = []
         self._anonymous = 0
 
@@ -47,7 +49,9 @@ class GraphBuilder:
             weight = module.weight.detach().numpy()
             kernel = weight.transpose(2, 3, 1, 0)  # OIHW → HWIO; ConvT IOHW → H W O I
             if isinstance(module, nn.Conv2d):
-                y = self.op(f"{scope}/Conv2D", "Conv2D", ["xs_0", self.anonymous(np.ascontiguousarray(kernel))])
+                y = self.op(
+                    f"{scope}/Conv2D", "Conv2D", ["xs_0", self.anonymous(np.ascontiguousarray(kernel))]
+                )
             else:
                 sizes = self.const(f"{scope}/conv2d_transpose/input_sizes", np.array([1, 2, 2, 1], np.int32))
                 y = self.op(
@@ -58,7 +62,11 @@ class GraphBuilder:
             bias = self.const(f"{scope}/Reshape", module.bias.detach().numpy().reshape(1, 1, 1, -1))
             self.op(f"{scope}/jit_fn_/AddV2", "AddV2", [y, bias])
         elif isinstance(module, nn.Linear):
-            y = self.op(f"{scope}/einsum/Einsum", "Einsum", ["xs_0", self.anonymous(module.weight.detach().numpy().T.copy())])
+            y = self.op(
+                f"{scope}/einsum/Einsum",
+                "Einsum",
+                ["xs_0", self.anonymous(module.weight.detach().numpy().T.copy())],
+            )
             bias = self.const(f"{scope}/Reshape", module.bias.detach().numpy().reshape(1, 1, 1, -1))
             self.op(f"{scope}/jit_fn_/AddV2", "AddV2", [y, bias])
         elif isinstance(module, nn.LayerNorm):
@@ -89,7 +97,11 @@ class GraphBuilder:
         pieces = [data[i * cut : (i + 1) * cut if i < shards - 1 else len(data)] for i in range(shards)]
         files = {f"group1-shard{i + 1}of{shards}.bin": piece for i, piece in enumerate(pieces)}
         weights = [
-            {"name": name, "shape": list(value.shape), "dtype": {"float32": "float32", "int32": "int32"}[str(value.dtype)]}
+            {
+                "name": name,
+                "shape": list(value.shape),
+                "dtype": {"float32": "float32", "int32": "int32"}[str(value.dtype)],
+            }
             for name, value in self.constants
         ]
         model = {

@@ -187,7 +187,9 @@ class GmlpLayer(nn.Module):
 class MultiAxisGmlp(nn.Module):
     """``ResidualSplitHeadMultiAxisGmlpLayer``: half the channels to a grid gMLP, half to a block gMLP."""
 
-    def __init__(self, channels: int, block: tuple[int, int], grid: tuple[int, int], cfg: MaximConfig) -> None:
+    def __init__(
+        self, channels: int, block: tuple[int, int], grid: tuple[int, int], cfg: MaximConfig
+    ) -> None:
         super().__init__()
         hidden = channels * cfg.input_proj_factor
         self.LayerNorm_in = _layer_norm(channels)
@@ -205,7 +207,9 @@ class MultiAxisGmlp(nn.Module):
 class SpatialGatingWeights(nn.Module):
     """``GetSpatialGatingWeights``: the gates a cross-gating block multiplies the other branch with."""
 
-    def __init__(self, channels: int, block: tuple[int, int], grid: tuple[int, int], proj_factor: int) -> None:
+    def __init__(
+        self, channels: int, block: tuple[int, int], grid: tuple[int, int], proj_factor: int
+    ) -> None:
         super().__init__()
         self.block, self.grid = block, grid
         self.LayerNorm_in = _layer_norm(channels)
@@ -326,7 +330,13 @@ class DecoderBlock(nn.Module):
     """``UNetDecoderBlock``: 2× transposed-conv upsampling, then an encoder block fed the skip."""
 
     def __init__(
-        self, cin: int, skip: int, channels: int, block: tuple[int, int], grid: tuple[int, int], cfg: MaximConfig
+        self,
+        cin: int,
+        skip: int,
+        channels: int,
+        block: tuple[int, int],
+        grid: tuple[int, int],
+        cfg: MaximConfig,
     ) -> None:
         super().__init__()
         self.ConvTranspose_0 = ConvTransposeUp(cin, channels)
@@ -426,9 +436,17 @@ class MaximConfig:
 
     def __post_init__(self) -> None:
         for name in (
-            "features", "depth", "num_stages", "num_groups", "num_supervision_scales",
-            "num_bottleneck_blocks", "block_gmlp_factor", "grid_gmlp_factor", "input_proj_factor",
-            "channels_reduction", "num_outputs",
+            "features",
+            "depth",
+            "num_stages",
+            "num_groups",
+            "num_supervision_scales",
+            "num_bottleneck_blocks",
+            "block_gmlp_factor",
+            "grid_gmlp_factor",
+            "input_proj_factor",
+            "channels_reduction",
+            "num_outputs",
         ):
             _positive(name, getattr(self, name))
         for name in ("block_size_hr", "block_size_lr", "grid_size_hr"):
@@ -439,7 +457,9 @@ class MaximConfig:
             raise ValueError("the projection factors must be even (the gating units split channels in two)")
         keep = self.keep_stages or self.num_stages
         if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= self.num_stages:
-            raise ValueError(f"keep_stages must be between 1 and num_stages ({self.num_stages}), or 0 for all")
+            raise ValueError(
+                f"keep_stages must be between 1 and num_stages ({self.num_stages}), or 0 for all"
+            )
         object.__setattr__(self, "keep_stages", keep)
 
     def sizes(self, level: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -580,7 +600,9 @@ class MAXIM(nn.Module):
                 decs.append(h)
                 if i < cfg.num_supervision_scales and (i == 0 or s < last or cfg.multiscale_outputs):
                     if s < cfg.num_stages - 1:
-                        sam, output = getattr(self, f"stage_{s}_supervised_attention_module_{i}")(h, shortcuts[i])
+                        sam, output = getattr(self, f"stage_{s}_supervised_attention_module_{i}")(
+                            h, shortcuts[i]
+                        )
                         if sam is not None:
                             sam_features.append(sam)
                     else:

@@ -123,11 +123,15 @@ class TrainConfig:
         **_listed([7, 13], "data", "How many consecutive frames one blurry image averages (low, high).")
     )
     frames_gamma: float = _opt(2.2, "data", "Camera-response gamma undone before averaging frames.", min=0.1)
-    frames_share: float = _opt(0.5, "data", "Share of training samples drawn from --frames.", min=0.0, max=1.0)
+    frames_share: float = _opt(
+        0.5, "data", "Share of training samples drawn from --frames.", min=0.0, max=1.0
+    )
     stills: str = _opt(
         "", "data", "Folder of sharp photos shaken on the fly with the [synth] settings, next to --data."
     )
-    stills_share: float = _opt(0.25, "data", "Share of training samples drawn from --stills.", min=0.0, max=1.0)
+    stills_share: float = _opt(
+        0.25, "data", "Share of training samples drawn from --stills.", min=0.0, max=1.0
+    )
     val_data: str = _opt(
         "", "data", "Validation pairs (a folder or list like --data; with --synthesize, sharp images)."
     )
@@ -177,13 +181,23 @@ class TrainConfig:
     synth_jpeg_quality: list = field(**_listed(list(_SYNTH.jpeg_quality), "synth", "JPEG quality range."))
     synth_bits: int = _opt(_SYNTH.bits, "synth", "Quantise blurry inputs to 8 or 16 bits (0: floats).")
     synth_spatially_varying: float = _opt(
-        _SYNTH.spatially_varying, "synth", "Probability of a non-uniform blur (a grid of kernels blended).", min=0.0, max=1.0
+        _SYNTH.spatially_varying,
+        "synth",
+        "Probability of a non-uniform blur (a grid of kernels blended).",
+        min=0.0,
+        max=1.0,
     )
     synth_highlights: float = _opt(
-        _SYNTH.highlights, "synth", "Probability of brighter-than-white lights that streak and clip.", min=0.0, max=1.0
+        _SYNTH.highlights,
+        "synth",
+        "Probability of brighter-than-white lights that streak and clip.",
+        min=0.0,
+        max=1.0,
     )
     synth_highlight_gain: list = field(
-        **_listed(list(_SYNTH.highlight_gain), "synth", "How much brighter than white the lights get (range).")
+        **_listed(
+            list(_SYNTH.highlight_gain), "synth", "How much brighter than white the lights get (range)."
+        )
     )
     synth_kernel_bank: str = _opt("", "synth", "An .npz of measured kernels for the 'bank' kernel kind.")
     # loss
