@@ -189,3 +189,30 @@ def test_train_cli_takes_frames_without_pairs(tmp_path):
         train_command, ["--architecture", "nafnet", "--frames-share", "2", "-o", str(tmp_path / "x")]
     )
     assert bad.exit_code != 0 and "at most 1" in str(bad.exception or bad.output)
+
+
+def test_synth_cli_from_frames(tmp_path):
+    from click.testing import CliRunner
+
+    from deblurkit.cli.train import synth
+
+    _moving_sequence(tmp_path / "frames" / "scene", count=10, size=(24, 24))
+    result = CliRunner().invoke(
+        synth,
+        [
+            str(tmp_path / "frames"),
+            "-o",
+            str(tmp_path / "pairs"),
+            "--from-frames",
+            "--frames-count",
+            "5,5",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 pairs" in result.output
+    assert len(list((tmp_path / "pairs" / "blur").glob("*.png"))) == 2
+    bad = CliRunner().invoke(
+        synth, [str(tmp_path / "frames"), "-o", str(tmp_path / "x"), "--from-frames", "--frames-count", "9,3"]
+    )
+    assert bad.exit_code != 0 and "low ≤ high" in str(bad.exception or bad.output)

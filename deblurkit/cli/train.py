@@ -245,7 +245,7 @@ def _degradation_options(func: Callable) -> Callable:
 
 
 @click.command("synth", context_settings=_CONTEXT)
-@click.argument("sharp_dir", type=click.Path(exists=True, path_type=Path))
+@click.argument("sharp_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -253,27 +253,93 @@ def _degradation_options(func: Callable) -> Callable:
     required=True,
     help="Pairs folder to write (blur/ and sharp/).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random blur.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random blur."
+)
+@click.option(
+    "--from-frames",
+    is_flag=True,
+    help="SHARP_DIR holds consecutive video frames (one sequence per folder): average windows of them "
+    "the GoPro way instead of blurring each image with a kernel.",
+)
+@click.option(
+    "--frames-count",
+    type=_Listed(True),
+    default="7,13",
+    show_default=True,
+    help="With --from-frames: how many consecutive frames one blurry image averages (low,high).",
+)
+@click.option(
+    "--frames-gamma",
+    type=click.FloatRange(min=0.1),
+    default=2.2,
+    show_default=True,
+    help="With --from-frames: the camera-response gamma undone before averaging.",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --from-frames: start a window every N frames (0: windows back to back).",
+)
 @_degradation_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def synth(sharp_dir: Path, output: Path, seed: int, quiet: bool, **settings: Any) -> None:
+@click.pass_context
+def synth(
+    ctx: click.Context,
+    sharp_dir: Path,
+    output: Path,
+    seed: int,
+    from_frames: bool,
+    frames_count: list[float],
+    frames_gamma: float,
+    stride: int,
+    quiet: bool,
+    **settings: Any,
+) -> None:
     """Make blurry/sharp pairs from a folder of sharp images (a training or test set).
 
-    Each image gets a random camera-shake, defocus or Gaussian kernel applied in linear light, sensor
-    noise and optionally JPEG; OUTPUT gets blur/ and sharp/ (the layout --data reads) and synth.jsonl
-    (what was done to each image). The same seed gives the same pairs.
+    Each image gets a random camera-shake, defocus, Gaussian or measured (--kernel-bank) kernel applied
+    in linear light — optionally a spatially varying blend of several, with brighter-than-white
+    highlights that streak and clip — then sensor noise and optionally JPEG. With --from-frames,
+    windows of consecutive video frames are averaged in linear light the way the GoPro dataset is
+    made (the middle frame is the sharp target; noise and JPEG only when their flags are given).
+    OUTPUT gets blur/ and sharp/ (the layout --data reads) and synth.jsonl (what was done to each
+    pair). The same seed gives the same pairs.
 
     \b
     Examples:
       deblurkit synth photos/ -o pairs/
       deblurkit synth photos/ -o test-pairs/ --seed 1 --kernels motion --noise 0.005 --jpeg 0.5
+      deblurkit synth photos/ -o shaken/ --spatially-varying 0.5 --highlights 0.3
+      deblurkit synth photos/ -o levin/ --kernels bank --kernel-bank levin09.npz
+      deblurkit synth gopro-frames/ -o frame-pairs/ --from-frames --frames-count 7,13
     """
     from ..data import find_images, synthesize_pairs
+    from ..frames import FrameAveraging, frame_sequences, synthesize_from_frames
 
-    degradation = Degradation(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
-    total = len(find_images(sharp_dir))
-    with tqdm(total=total, unit="image", disable=quiet) as bar:
-        for record in synthesize_pairs(sharp_dir, output, degradation, seed):
+    if from_frames:
+        given = {
+            name: settings[name]
+            for name in ("noise", "shot_noise", "jpeg", "jpeg_quality")
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        }
+        averaging = FrameAveraging(
+            frames=tuple(int(v) for v in frames_count),
+            gamma=frames_gamma,
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()},
+        )
+        total = sum(len(s) // averaging.frames[0] for s in frame_sequences(sharp_dir, averaging.frames[0]))
+        records = synthesize_from_frames(sharp_dir, output, averaging, stride=stride, seed=seed)
+    else:
+        degradation = Degradation(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+        total = len(find_images(sharp_dir))
+        records = synthesize_pairs(sharp_dir, output, degradation, seed)
+    written = 0
+    with tqdm(total=total, unit="pair", disable=quiet) as bar:
+        for record in records:
+            written += 1
             bar.update(1)
             bar.set_postfix_str(record["name"], refresh=False)
-    click.echo(f"wrote {total} pairs to {output} (blur/, sharp/, synth.jsonl)", err=True)
+    click.echo(f"wrote {written} pairs to {output} (blur/, sharp/, synth.jsonl)", err=True)
