@@ -17,7 +17,13 @@ import subprocess
 import sys
 import time
 
-DEFAULT_MODELS = ("nafnet-gopro-width32", "nafnet-gopro-width64", "restormer-motion", "uformer-b-gopro")
+DEFAULT_MODELS = (
+    "nafnet-gopro-width32",
+    "nafnet-gopro-width64",
+    "restormer-motion",
+    "uformer-b-gopro",
+    "maxim-gopro",
+)
 DEFAULT_SIZES = ("256x256", "1280x720")
 
 

@@ -29,7 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-ARCH_MODELS = ("nafnet-gopro-width32", "nafnet-gopro-width64", "restormer-motion", "uformer-b-gopro")
+ARCH_MODELS = (
+    "nafnet-gopro-width32",
+    "nafnet-gopro-width64",
+    "restormer-motion",
+    "uformer-b-gopro",
+    "maxim-gopro",
+)
 
 
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
