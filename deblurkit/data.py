@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -305,10 +306,15 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class PairCrops(Dataset):
-    """Random ``crop``×``crop`` patches of pairs (and flips/rotations), indexed by (epoch, index)."""
+    """Random ``crop``×``crop`` patches of pairs (and flips/rotations), indexed by (epoch, index).
+    The last ``cache_images`` decoded images are kept (per worker): small sets of large photos are
+    decoded once instead of once per crop."""
 
-    def __init__(self, pairs: Sequence[Pair], crop: int, seed: int, *, flips: bool = True) -> None:
+    def __init__(
+        self, pairs: Sequence[Pair], crop: int, seed: int, *, flips: bool = True, cache_images: int = 32
+    ) -> None:
         self.pairs, self.crop, self.seed, self.flips = list(pairs), crop, seed, flips
+        self._load = functools.lru_cache(maxsize=cache_images)(load_rgb)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -327,7 +333,7 @@ class PairCrops(Dataset):
         epoch, index = item
         rng = sample_rng(self.seed, epoch, index)
         pair = self.pairs[index]
-        blurry, sharp = load_rgb(pair.input), load_rgb(pair.target)
+        blurry, sharp = self._load(pair.input), self._load(pair.target)
         if blurry.shape != sharp.shape:
             raise DataError(f"{pair.name}: input and target differ in size")
         y, x = self._position(rng, *sharp.shape[:2])
@@ -348,7 +354,7 @@ class SynthCrops(PairCrops):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         epoch, index = item
         rng = sample_rng(self.seed, epoch, index)
-        sharp = load_rgb(self.pairs[index].target)
+        sharp = self._load(self.pairs[index].target)
         height, width = sharp.shape[:2]
         y, x = self._position(rng, height, width)
         margin = self.degradation.margin
