@@ -319,12 +319,12 @@ def quantise_and_compress(
     return image.astype(np.float32), info
 
 
-def _boost_highlights(
-    light: np.ndarray, rng: np.random.Generator, settings: Degradation
-) -> tuple[np.ndarray, dict]:
-    """Lights above a threshold are made brighter than white, so that blurring streaks them and the
-    streaks clip, as saturated lights do in real shaken photos."""
-    threshold = rng.uniform(0.75, 0.95)
+def _boost_highlights(light: np.ndarray, rng: np.random.Generator, settings: Degradation) -> tuple[np.ndarray, dict]:
+    """Clipped lights get back a radiance above white (a random gain), so that blurring streaks them
+    and the streaks clip, as saturated lights do in real shaken photos. Only pixels at the top of the
+    range (linear level ≥ a threshold in [0.9, 0.98]) are boosted: what the sensor recorded below
+    white stays as it was."""
+    threshold = rng.uniform(0.9, 0.98)
     gain = rng.uniform(*settings.highlight_gain)
     level = light.max(axis=2, keepdims=True)
     boost = 1 + (gain - 1) * np.clip((level - threshold) / (1 - threshold), 0, 1)
