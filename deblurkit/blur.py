@@ -319,7 +319,9 @@ def quantise_and_compress(
     return image.astype(np.float32), info
 
 
-def _boost_highlights(light: np.ndarray, rng: np.random.Generator, settings: Degradation) -> tuple[np.ndarray, dict]:
+def _boost_highlights(
+    light: np.ndarray, rng: np.random.Generator, settings: Degradation
+) -> tuple[np.ndarray, dict]:
     """Clipped lights get back a radiance above white (a random gain), so that blurring streaks them
     and the streaks clip, as saturated lights do in real shaken photos. Only pixels at the top of the
     range (linear level ≥ a threshold in [0.9, 0.98]) are boosted: what the sensor recorded below

@@ -60,7 +60,7 @@ __all__ = [
     "tile_memory_budget",
 ]
 
-DEFAULT_MODEL = "nafnet-tiny"
+DEFAULT_MODEL = "maxim-s1-fast"
 """The model ``deblur`` uses when none is named."""
 DEFAULT_OVERLAP = 64
 """Default overlap between neighbouring tiles, in pixels."""
@@ -169,7 +169,9 @@ class Deblurrer:
     neighbouring tiles. ``precision``: see :func:`resolve_precision`. ``compile``: ``torch.compile``
     the network. ``memory_budget``: bytes a tile may use (default: :func:`tile_memory_budget`).
     Grayscale is replicated to RGB for the network and the mean of the three outputs taken. On CUDA,
-    convolutional networks (NAFNet) are switched to channels-last memory format.
+    convolutional networks (NAFNet) are switched to channels-last memory format. An image side shorter
+    than the smallest meaningful tile is mirrored out to it (centred) when the architecture would pad
+    with zeros, which would otherwise be most of what the network sees and darken the image.
     """
 
     def __init__(
@@ -200,7 +202,8 @@ class Deblurrer:
         self._bytes_per_pixel: float | None = None
         if self.device.type == "cuda" and model.architecture.name in _CHANNELS_LAST_ARCHS:
             model.to(memory_format=torch.channels_last)
-        self._forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if compile else model
+        native = model.native  # the working resolution is handled once per image, in __call__
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(native) if compile else native
 
     def _explicit_side(self, side: int) -> int:
         if side < self._min_tile:
@@ -273,6 +276,18 @@ class Deblurrer:
             out[part.slices] += (y[0] * weights).permute(1, 2, 0).cpu().numpy()
         return out
 
+    def _small_image_pads(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """(top, bottom), (left, right) mirroring that brings sides below the smallest tile up to it, for
+        rules that pad with zeros; None for images the official procedure handles as they are."""
+        if self._rule.pad_mode != "constant" or min(height, width) >= self._min_tile:
+            return None
+
+        def centred(side: int) -> tuple[int, int]:
+            extra = max(self._min_tile - side, 0)
+            return extra // 2, extra - extra // 2
+
+        return centred(height), centred(width)
+
     def __call__(self, pixels: np.ndarray) -> Deblurred:
         """Deblur an H×W×C (or H×W) array of uint8, uint16 or float32 samples in [0, 1]."""
         if pixels.ndim == 2:
@@ -281,6 +296,37 @@ class Deblurrer:
             return result
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 3) or min(pixels.shape[:2]) < 1:
             raise DeblurkitError(f"expected an H×W×C image with C = 1 or 3, got shape {pixels.shape}")
+        if pixels.dtype.kind == "f" and not (np.isfinite(pixels.min()) and np.isfinite(pixels.max())):
+            raise DeblurkitError("the image holds NaN or infinite samples")
+        height, width = pixels.shape[:2]
+        scale = self.model.work_scale_for(height, width)
+        if scale < 1:
+            return self._deblur_rescaled(pixels, scale)
+        pads = self._small_image_pads(height, width)
+        if pads is None:
+            return self._deblur(pixels)
+        (top, _), (left, _) = pads
+        result = self._deblur(np.pad(pixels, (*pads, (0, 0)), mode="reflect"))
+        result.pixels = np.ascontiguousarray(result.pixels[top : top + height, left : left + width])
+        return result
+
+    def _deblur_rescaled(self, pixels: np.ndarray, scale: float) -> Deblurred:
+        """The model's working resolution: the whole image downscaled once, tiled and run there, and
+        the result brought back with the input's finer detail (:meth:`Restorer.rescaled`)."""
+        done: list[Deblurred] = []
+
+        def run(small: torch.Tensor) -> torch.Tensor:
+            done.append(self._deblur(small[0].permute(1, 2, 0).numpy()))
+            return torch.from_numpy(done[-1].pixels).permute(2, 0, 1)[None]
+
+        x = torch.from_numpy(to_float(pixels)).permute(2, 0, 1)[None]
+        out = self.model.rescaled(x, scale, run)[0].permute(1, 2, 0).numpy()
+        result = done[0]
+        result.pixels = from_float(out, pixels.dtype)
+        return result
+
+    def _deblur(self, pixels: np.ndarray) -> Deblurred:
+        """Tile, run and merge an H×W×C image, retrying in fp32 or with smaller tiles as needed."""
         precision, notes = self.precision, []
         while True:
             tile = self._tile_for(*pixels.shape[:2])

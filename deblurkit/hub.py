@@ -16,6 +16,7 @@ import pickle
 import re
 import shutil
 import subprocess
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -265,22 +266,42 @@ def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
     return {(k[len(prefix) :] if prefix and k.startswith(prefix) else k): v for k, v in state.items()}
 
 
+def _is_torch_save_file(path: Path) -> bool:
+    """True when a file starts like ``torch.save`` output: a zip archive, or a binary pickle (legacy)."""
+    try:
+        with Path(path).open("rb") as handle:
+            head = handle.read(4)
+    except OSError as err:
+        raise WeightsError(f"{Path(path).name} cannot be read: {_one_line(err)}") from None
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_pth_state_dict(path: Path, *, key: str = "", strip_prefix: str = "") -> dict[str, torch.Tensor]:
     """Read an upstream ``.pth`` safely (``weights_only=True``), unwrap it and return plain tensors."""
+    if not _is_torch_save_file(path):
+        raise WeightsError(
+            f"{Path(path).name} is not a PyTorch checkpoint (.pth/.pt), a .safetensors file or a TF.js model"
+        )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol warnings: the error below says it
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as err:
         raise WeightsError(
             f"{Path(path).name} is not a plain-tensor checkpoint; refusing to unpickle it ({_one_line(err)})"
         ) from None
     except (OSError, EOFError) as err:
         raise WeightsError(f"{Path(path).name} cannot be read: {_one_line(err)}") from None
+    except Exception as err:  # a damaged or hand-made pickle fails in any way
+        raise WeightsError(
+            f"{Path(path).name} is not a valid PyTorch checkpoint ({type(err).__name__}: {_one_line(err)})"
+        ) from None
     state = _unwrap(obj, key)
     if not isinstance(state, Mapping) or not state:
         raise WeightsError(f"{Path(path).name} holds no state dict")
-    bad = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
+    bad = [str(k) for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if bad:
-        raise WeightsError(f"{Path(path).name}: entries that are not tensors: {', '.join(map(str, bad[:5]))}")
+        raise WeightsError(f"{Path(path).name}: entries that are not named tensors: {', '.join(bad[:5])}")
     return _strip(state, strip_prefix)
 
 

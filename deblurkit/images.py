@@ -4,7 +4,9 @@
 (uint8, uint16 or float32) with any alpha channel split off, and raises :class:`ImageReadError` with
 a one-line message for anything it cannot read. Pillow decodes everything it can hold exactly;
 16-bit RGB(A) PNGs are decoded by Pillow twice (high and low bytes) and multi-channel TIFFs Pillow
-cannot hold exactly (16-bit RGB, float RGB) are read with ``tifffile``.
+cannot hold exactly (16-bit RGB, float RGB) are read with ``tifffile``. CMYK becomes RGB through its
+embedded ICC profile (Pillow's plain formula without one). Refused: animations and multi-page files
+(only the first frame would be deblurred) and float samples that are NaN or infinite.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -30,6 +33,12 @@ DEFAULT_MAX_PIXELS = 20000 * 20000
 _PNG_LOW_BYTE_RAWMODE = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": ""}
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
+# Formats whose extra frames are more pictures (animation frames, pages). Not MPO, whose extra frames
+# are previews and depth maps of the first, nor PSD, whose "frames" are the layers of the composite.
+_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF", "FLI", "DCX")
+_PAGE_FORMATS = ("TIFF", "DCX")
+_TIFF_REDUCED = 1  # NewSubfileType bit: a reduced-resolution copy (thumbnail) of another page
+_TIFFFILE_PHOTOMETRICS = ("MINISBLACK", "RGB")
 
 
 @dataclass
@@ -111,6 +120,38 @@ def _check_size(width: int, height: int, max_pixels: int, path: Path) -> None:
             f"{path}: image is too large ({width}×{height} = {width * height:,} pixels; "
             f"the limit is {max_pixels:,})"
         )
+
+
+def _frame_count(image: Image.Image) -> int:
+    """Pictures in an opened file: animation frames, or TIFF pages other than reduced-resolution copies."""
+    if image.format not in _FRAME_FORMATS:
+        return 1
+    count = int(getattr(image, "n_frames", 1))
+    if image.format != "TIFF" or count == 1:
+        return count
+    full = 0
+    for index in range(count):
+        image.seek(index)
+        full += not int(image.tag_v2.get(254, 0)) & _TIFF_REDUCED
+    image.seek(0)
+    return full
+
+
+def _check_single(count: int, fmt: str | None, path: Path) -> None:
+    """Refuse animations and multi-page files: deblurring only the first frame would drop the rest."""
+    if count > 1:
+        what = "pages" if fmt in _PAGE_FORMATS else "frames"
+        raise ImageReadError(
+            f"{path} has {count} {what}; deblurkit deblurs single images — extract the {what} first"
+        )
+
+
+def _check_finite(array: np.ndarray | None, path: Path) -> None:
+    """Refuse float samples that are NaN or infinite (min and max propagate both, without a mask copy)."""
+    if array is None or array.dtype.kind != "f" or not array.size:
+        return
+    if not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        raise ImageReadError(f"{path}: holds NaN or infinite samples; deblurkit needs finite values")
 
 
 def _srgb_from_cmyk(image: Image.Image) -> tuple[Image.Image, bytes | None]:
@@ -205,6 +246,18 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(array)) if op else array
 
 
+def _check_photometric(page: Any, path: Path) -> None:
+    """Only grey and RGB samples mean what ``_read_tifffile`` takes them for; CMYK would pass for RGBA."""
+    photometric = getattr(page.photometric, "name", str(page.photometric))
+    if photometric == "SEPARATED":
+        raise ImageReadError(
+            f"{path}: {page.bitspersample}-bit CMYK TIFFs are not supported (8-bit CMYK is): "
+            "convert it to RGB"
+        )
+    if photometric not in _TIFFFILE_PHOTOMETRICS:
+        raise ImageReadError(f"{path}: unsupported TIFF colour space {photometric}")
+
+
 def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
     """Multi-channel TIFFs Pillow cannot hold exactly (16-bit or float LA/RGB/RGBA), via tifffile."""
     try:
@@ -216,6 +269,9 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
             page = tif.pages.first
             height, width = page.imagelength, page.imagewidth
             _check_size(width, height, max_pixels, path)
+            pages = len(tif.pages)
+            _check_single(pages if pages == 1 else sum(not p.is_reduced for p in tif.pages), "TIFF", path)
+            _check_photometric(page, path)
             array = page.asarray()
             tags = page.tags
             orientation = int(tags["Orientation"].value) if "Orientation" in tags else 1
@@ -249,6 +305,14 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode ``path`` fully, orientation applied; every failure is an :class:`ImageReadError`."""
     path = Path(path)
+    image = _decode(path, max_pixels)
+    _check_finite(image.pixels, path)
+    _check_finite(image.alpha, path)
+    return image
+
+
+def _decode(path: Path, max_pixels: int) -> LoadedImage:
+    """The image in ``path``; single frame, sample values not yet checked."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -271,6 +335,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loa
                 raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
             _check_size(*image.size, max_pixels, path)
             fmt, mode = image.format, image.mode
+            _check_single(_frame_count(image), fmt, path)
             rawmode = image.tile[0].args if fmt == "PNG" and image.tile else None
             bits = image.tag_v2.get(258) if fmt == "TIFF" else None
             if fmt == "TIFF" and isinstance(bits, tuple) and len(bits) > 1 and max(bits) > 8:

@@ -54,6 +54,20 @@ class ModelSpec:
     entry: ZooEntry | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def working_resolution(self) -> dict[str, float]:
+        """``work_pixels``/``min_work_scale`` from the card's or config's ``inference`` table."""
+        inference = self.entry.inference if self.entry else self.info.get("inference", {})
+        inference = inference if isinstance(inference, Mapping) else {}
+        pixels, scale = inference.get("work_pixels", 0), inference.get("min_work_scale", 1.0)
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
+            raise DeblurkitError(
+                f"{self.name}: inference.work_pixels must be a whole number ≥ 0, got {pixels!r}"
+            )
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= 1:
+            raise DeblurkitError(f"{self.name}: inference.min_work_scale must be in (0, 1], got {scale!r}")
+        return {"work_pixels": pixels, "min_work_scale": float(scale)}
+
 
 def _spec_from_config(name: str, config: Mapping[str, Any], weights_path: Path | None) -> ModelSpec:
     try:
@@ -66,6 +80,8 @@ def _spec_from_config(name: str, config: Mapping[str, Any], weights_path: Path |
         )
     except KeyError:
         raise DeblurkitError(f"{name}: config.json names no architecture") from None
+    except (TypeError, ValueError):
+        raise DeblurkitError(f'{name}: its "config" is not a mapping of settings') from None
 
 
 def _read_config_json(path: Path) -> dict[str, Any]:
@@ -102,7 +118,13 @@ def _spec_from_file(path: Path) -> ModelSpec:
         raise ModelNotFoundError(
             f"{path.name} does not say which architecture it is: use --model <zoo name> --weights {path}"
         )
-    return _spec_from_config(path.stem, json.loads(metadata[METADATA_KEY]), path)
+    try:
+        config = json.loads(metadata[METADATA_KEY])
+    except ValueError as err:
+        raise WeightsError(f"{path.name}: its {METADATA_KEY} metadata is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path.name}: its {METADATA_KEY} metadata is not a JSON object")
+    return _spec_from_config(path.stem, config, path)
 
 
 def _spec_from_hub(ref: str) -> ModelSpec:
@@ -187,7 +209,7 @@ def build_network(architecture: str, config: Mapping[str, Any]) -> torch.nn.Modu
         raise DeblurkitError(str(err.args[0])) from None
     try:
         return arch.build(**config)
-    except TypeError as err:
+    except (TypeError, ValueError, RuntimeError) as err:  # wrong names, types or values
         raise DeblurkitError(f"bad config for architecture {architecture!r}: {err}") from None
 
 
@@ -204,7 +226,8 @@ def load_model(
     spec = resolve_model(ref)
     network = build_network(spec.architecture, spec.config)
     _load_strict(network, _load_weights(spec, weights), spec)
-    restorer = Restorer(network, get_architecture(spec.architecture), spec.config, name=spec.name)
+    arch = get_architecture(spec.architecture)
+    restorer = Restorer(network, arch, spec.config, name=spec.name, **spec.working_resolution)
     return restorer.eval().requires_grad_(False).to(resolve_device(device))
 
 
@@ -223,6 +246,11 @@ def save_model(
         "name": model.name,
         "architecture": model.architecture.name,
         "config": dict(model.config),
+        **(
+            {"inference": {"work_pixels": model.work_pixels, "min_work_scale": model.min_work_scale}}
+            if model.work_pixels
+            else {}
+        ),
         **dict(info or {}),
     }
     write_safetensors(

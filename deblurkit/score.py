@@ -320,14 +320,17 @@ def score_pairs(
 ) -> ScoreResult:
     """Score ``pairs`` with ``metrics`` (names or a comma list), in input order.
 
-    Decoding and CPU metrics run in ``workers`` threads (default: the CPU count, at most 8) over a
-    bounded window of pairs; on CPU, torch runs one intra-op thread per worker meanwhile. A pair
-    that cannot be scored gets a one-line ``error`` and the run goes on; a metric whose backend is
-    missing (:class:`~deblurkit.metrics.MetricUnavailableError`) stops it before any decoding.
+    Decoding and CPU metrics run in ``workers`` threads (default: the CPU count, at most 8; never more
+    than there are pairs) over a bounded window of pairs; on CPU, torch runs one intra-op thread per
+    worker meanwhile. A pair that cannot be scored gets a one-line ``error`` and the run goes on; a
+    metric whose backend is missing (:class:`~deblurkit.metrics.MetricUnavailableError`) stops it
+    before any decoding.
     """
     chosen = resolve_metrics(metrics)
     if crop_border < 0:
         raise PairingError("--crop-border must be 0 or more")
+    if workers is not None and workers < 1:
+        raise PairingError("--workers must be 1 or more")
     for metric in chosen:
         if metric.check is not None:
             metric.check()
@@ -335,7 +338,7 @@ def score_pairs(
     if dev.type == "mps":  # the metrics reduce in float64, which MPS lacks
         dev = torch.device("cpu")
     pair_list = list(pairs)
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = min(workers or min(8, os.cpu_count() or 1), max(len(pair_list), 1))
     results: list[PairResult] = []
     window = 2 * workers
     with _single_threaded_ops(dev.type == "cpu"), ThreadPoolExecutor(workers) as pool:

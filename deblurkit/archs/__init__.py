@@ -122,8 +122,15 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
-# Modules that register architectures when imported; imported lazily on first lookup.
-_ARCH_MODULES = ("nafnet", "restormer", "uformer", "maxim")
+# The module that registers each architecture; imported on first lookup of one of its names, so
+# loading a model imports only its own family (uformer pulls in timm, slow to import).
+_ARCH_MODULES = {
+    "nafnet": "nafnet",
+    "nafnet-local": "nafnet",
+    "restormer": "restormer",
+    "uformer": "uformer",
+    "maxim": "maxim",
+}
 
 
 def register(arch: Architecture) -> Architecture:
@@ -135,13 +142,17 @@ def register(arch: Architecture) -> Architecture:
 
 
 def _import_all() -> None:
-    for module in _ARCH_MODULES:
+    for module in sorted(set(_ARCH_MODULES.values())):
         importlib.import_module(f"{__name__}.{module}")
 
 
 def get_architecture(name: str) -> Architecture:
     """Look up a registered architecture by name (e.g. ``"nafnet"``, ``"restormer"``)."""
-    _import_all()
+    if name not in ARCHITECTURES:
+        if name in _ARCH_MODULES:
+            importlib.import_module(f"{__name__}.{_ARCH_MODULES[name]}")
+        else:
+            _import_all()
     try:
         return ARCHITECTURES[name]
     except KeyError:

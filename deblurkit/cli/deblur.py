@@ -27,10 +27,12 @@ from ..engine import (
 from ..errors import DeblurkitError
 from ..models import load_model
 from ..writing import WRITE_FORMATS
+from .params import FiniteFloatRange
 
 __all__ = ["deblur"]
 
 _EXTENSIONS = sorted({suffix.lstrip(".") for suffix in WRITE_FORMATS})
+_NO_PIXEL_LIMIT = 1e12  # megapixels: larger --max-megapixels values (up to 1e308) mean no limit
 
 
 class _TileType(click.ParamType):
@@ -160,7 +162,7 @@ class _Report:
 )
 @click.option(
     "--max-megapixels",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=DEFAULT_MAX_PIXELS / 1e6,
     show_default=True,
     help="Refuse larger images.",
@@ -221,7 +223,7 @@ def deblur(
             click.echo(f"{prefix}note: {note}", err=True)
         report = _Report(as_json, len(mine), quiet, prefix)
         options = WriteOptions(quality=quality, strip_metadata=strip_metadata, compare=compare)
-        max_pixels = round(max_megapixels * 1e6)
+        max_pixels = round(min(max_megapixels, _NO_PIXEL_LIMIT) * 1e6)
         for result in run_jobs(
             mine, deblurrer, skip_existing=skip_existing, max_pixels=max_pixels, options=options
         ):
