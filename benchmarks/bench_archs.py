@@ -23,6 +23,7 @@ DEFAULT_MODELS = (
     "restormer-motion",
     "uformer-b-gopro",
     "maxim-gopro",
+    "maxim-s1-fast",
 )
 DEFAULT_SIZES = ("256x256", "1280x720")
 
@@ -46,7 +47,8 @@ def measure(model_name: str, size: str, device: str, repeat: int, threads: int) 
     torch.manual_seed(0)
     entry = get_entry(model_name)
     network = build_network(entry.architecture, entry.config)
-    model = Restorer(network, get_architecture(entry.architecture), entry.config).eval().to(device)
+    working = {k: entry.inference[k] for k in ("work_pixels", "min_work_scale") if k in entry.inference}
+    model = Restorer(network, get_architecture(entry.architecture), entry.config, **working).eval().to(device)
     width, height = (int(v) for v in size.split("x"))
     x = torch.rand(1, 3, height, width, device=device)
     before = _rss_mib()

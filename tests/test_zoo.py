@@ -41,6 +41,8 @@ def test_every_card_is_complete(name):
             assert entry.weights.sha256
         elif entry.weights.on_hub:
             assert entry.weights.revision and entry.weights.filename
+        elif entry.weights.npm_package:
+            assert entry.weights.sha256 and entry.weights.content_sha256 and entry.weights.format == "tfjs"
         else:
             assert entry.weights.download_page
 
