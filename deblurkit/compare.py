@@ -10,7 +10,21 @@ from PIL import Image, ImageDraw, ImageFont
 from .atomic import write_atomic
 from .images import to_float
 
-__all__ = ["side_by_side", "write_compare"]
+__all__ = ["COMPARE_SUFFIX", "compare_path", "is_comparison", "side_by_side", "write_compare"]
+
+COMPARE_SUFFIX = ".compare.jpg"
+"""What ``deblur --compare`` names its before/after pictures: ``NAME.compare.jpg`` beside ``NAME``."""
+
+
+def compare_path(output: Path) -> Path:
+    """The comparison picture written beside the deblurred ``output``."""
+    return output.with_name(f"{output.stem}{COMPARE_SUFFIX}")
+
+
+def is_comparison(path: Path) -> bool:
+    """True for a comparison picture deblurkit wrote: never an image to deblur, score or train on."""
+    return path.name.endswith(COMPARE_SUFFIX)
+
 
 MAX_WIDTH = 16000
 """Wider comparisons are scaled down (JPEG holds at most 65,535 pixels a side)."""

@@ -29,6 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from .blur import Degradation, degrade
+from .compare import is_comparison
 from .errors import DeblurkitError, ImageReadError
 from .images import from_float, read_image, to_float
 
@@ -113,6 +114,8 @@ def _images_under(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if is_comparison(path):
             continue
         found.setdefault(relative.with_suffix("").as_posix(), path)
     return found

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .compare import write_compare
+from .compare import compare_path, is_comparison, write_compare
 from .errors import DeblurkitError
 from .images import LoadedImage, from_float, read_image, to_float
 from .models import load_model
@@ -422,6 +422,8 @@ def _folder_images(folder: Path, recursive: bool, exclude: Path | None) -> list[
         relative = path.relative_to(folder)
         if _is_hidden(relative) or path.suffix.lower() not in suffixes or not path.is_file():
             continue
+        if is_comparison(path):
+            continue
         if exclude is not None and path.resolve().is_relative_to(exclude):
             continue
         found.append((path, relative if recursive else Path(path.name)))
@@ -565,10 +567,6 @@ def _read(job: Job, max_pixels: int) -> _Read:
         return _Read(None, time.perf_counter() - start, _one_line(err))
 
 
-def _compare_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.compare.jpg")
-
-
 def _write(
     job: Job, image: LoadedImage, result: Deblurred, options: WriteOptions, label: str, seconds: float
 ) -> FileResult:
@@ -577,7 +575,7 @@ def _write(
     try:
         if options.compare:
             labels = ("before", f"after ({label})")
-            write_compare(_compare_path(job.output), image.pixels, result.pixels, labels)
+            write_compare(compare_path(job.output), image.pixels, result.pixels, labels)
         notes = write_image(
             job.output,
             result.pixels,

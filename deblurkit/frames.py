@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .blur import add_camera_noise, quantise_and_compress
+from .compare import is_comparison
 from .errors import DeblurkitError
 
 __all__ = [
@@ -99,7 +100,7 @@ def frame_sequences(root: str | Path, min_length: int = 1) -> list[list[Path]]:
             (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _FRAME_SUFFIXES),
             key=_natural_key,
         )
-        frames = [p for p in frames if not p.name.endswith(".compare.jpg")]
+        frames = [p for p in frames if not is_comparison(p)]
         if len(frames) >= min_length:
             sequences.append(frames)
     if not sequences:

@@ -41,6 +41,7 @@ __all__ = [
 MODEL_CONFIG_FILE = "config.json"
 MODEL_WEIGHTS_FILE = "model.safetensors"
 METADATA_KEY = "deblurkit_model"
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".json", ".tgz")
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,17 @@ def resolve_model(ref: str | Path) -> ModelSpec:
         return _spec_from_folder(path)
     if path.is_file():
         return _spec_from_file(path)
+    if _looks_like_a_path(text):
+        raise ModelNotFoundError(
+            f"{text} does not exist (a model reference that is a path must name a model folder or a "
+            "deblurkit .safetensors file; `deblurkit zoo list` shows the zoo names)"
+        )
     return _spec_from_entry(get_entry(text))
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """A reference written as a path (a separator, ``~``, or a weights suffix), never a zoo name."""
+    return "/" in text or "\\" in text or text.startswith(("~", ".")) or Path(text).suffix in _WEIGHT_SUFFIXES
 
 
 def _zoo_weights(entry: ZooEntry) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .compare import is_comparison
 from .device import resolve_device
 from .errors import DeblurkitError
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, read_image
@@ -153,7 +154,7 @@ def _images_in(folder: Path, recursive: bool) -> dict[str, list[Path]]:
         rel = path.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        if path.is_file():
+        if path.is_file() and not is_comparison(path):
             found.setdefault(rel.with_suffix("").as_posix(), []).append(path)
     return found
 

@@ -294,3 +294,34 @@ def test_score_never_starts_more_workers_than_pairs(tmp_path: Path, monkeypatch)
     assert started == [1] and len(result.scored) == 1
     with pytest.raises(DeblurkitError, match="--workers must be 1 or more"):
         score_pairs([Pair(tmp_path / "x.png", tmp_path / "x.png")], "psnr", device="cpu", workers=-1)
+
+
+# ---------------------------------------------------------------- messages that mislead
+
+
+@pytest.mark.parametrize("ref", ["./missing/model.safetensors", "weights.pth", "~/nowhere", "a/b"])
+def test_a_missing_path_is_reported_as_missing_not_as_a_zoo_name(ref):
+    from deblurkit.errors import ModelNotFoundError
+    from deblurkit.models import resolve_model
+
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        resolve_model(ref)
+    with pytest.raises(ModelNotFoundError, match="no model called"):
+        resolve_model("nafnet-tinyy")
+
+
+def test_comparison_pictures_are_never_inputs(tmp_path):
+    """deblur --compare writes NAME.compare.jpg; deblur, score and training never read them back."""
+    from deblurkit.data import find_images as training_images
+    from deblurkit.engine import find_images as deblur_inputs
+    from deblurkit.score import score_paths
+
+    restored, sharp = tmp_path / "restored", tmp_path / "sharp"
+    for folder in (restored, sharp):
+        folder.mkdir()
+        Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(restored / "a.compare.jpg")
+    assert [p.name for p, _ in deblur_inputs([restored], recursive=False)] == ["a.png"]
+    assert [p.name for p in training_images(restored)] == ["a.png"]
+    result = score_paths(restored, sharp, "psnr", device="cpu")
+    assert len(result.scored) == 1 and not result.unmatched_restored
