@@ -216,3 +216,7 @@ def test_synth_cli_from_frames(tmp_path):
         synth, [str(tmp_path / "frames"), "-o", str(tmp_path / "x"), "--from-frames", "--frames-count", "9,3"]
     )
     assert bad.exit_code != 0 and "low ≤ high" in str(bad.exception or bad.output)
+    nan = CliRunner().invoke(
+        synth, [str(tmp_path / "frames"), "-o", str(tmp_path / "y"), "--from-frames", "--frames-gamma", "nan"]
+    )
+    assert nan.exit_code == 2 and "not a finite number" in nan.output

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..blur import Degradation
 from ..training import COMMAND_DEFAULTS, Event, TrainConfig, load_config, train
 from ..training.config import coerce, option_fields
+from .params import FiniteFloatRange
 
 __all__ = ["finetune", "synth", "train_command"]
 
@@ -271,7 +272,7 @@ def _degradation_options(func: Callable) -> Callable:
 )
 @click.option(
     "--frames-gamma",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1),
     default=2.2,
     show_default=True,
     help="With --from-frames: the camera-response gamma undone before averaging.",
