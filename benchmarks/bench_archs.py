@@ -39,9 +39,9 @@ def measure(model_name: str, size: str, device: str, repeat: int, threads: int) 
     import torch
 
     from deblurkit.archs import get_architecture
-    from deblurkit.models import build_network
-    from deblurkit.restorer import Restorer
-    from deblurkit.zoo import get_entry
+    from deblurkit.zoo.cards import get_entry
+    from deblurkit.zoo.models import build_network
+    from deblurkit.zoo.restorer import Restorer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

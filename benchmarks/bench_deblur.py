@@ -71,9 +71,9 @@ def _model(name: str, device: str):
     import torch
 
     from deblurkit.archs import get_architecture
-    from deblurkit.models import build_network
-    from deblurkit.restorer import Restorer
-    from deblurkit.zoo import get_entry
+    from deblurkit.zoo.cards import get_entry
+    from deblurkit.zoo.models import build_network
+    from deblurkit.zoo.restorer import Restorer
 
     entry = get_entry(name)
     torch.manual_seed(0)  # randomize() scales by each tensor's init std: seed it, so every process agrees
@@ -102,7 +102,7 @@ def measure(args: argparse.Namespace) -> dict:
     """One measurement in this process."""
     import torch
 
-    from deblurkit.engine import Deblurrer
+    from deblurkit.inference.engine import Deblurrer
 
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
@@ -137,7 +137,7 @@ def measure_official(args: argparse.Namespace) -> dict:
     reference, same weights), alternated in one process so both see the same machine load."""
     import torch
 
-    from deblurkit.engine import Deblurrer
+    from deblurkit.inference.engine import Deblurrer
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_nafnet import GOPRO_WIDTH32, ReferenceNAFNetLocal

@@ -43,8 +43,8 @@ from bench_nafnet import ReferenceNAFNet
 from torch import nn
 
 from deblurkit.archs import get_architecture
-from deblurkit.encoders import ViTEncoder
 from deblurkit.losses import VGGFeatures, build_loss
+from deblurkit.losses.encoders import ViTEncoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from official_mae import OfficialLoss, OfficialMAEEncoder

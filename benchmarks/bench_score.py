@@ -21,7 +21,7 @@ from scipy import ndimage
 from skimage import data, io
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from deblurkit.score import Pair, score_pairs
+from deblurkit.evaluation.score import Pair, score_pairs
 
 WIDTH, HEIGHT = 1280, 720
 

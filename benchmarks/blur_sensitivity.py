@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from deblurkit.encoders import ViTEncoder, load_encoder
 from deblurkit.errors import DeblurkitError
+from deblurkit.losses.encoders import ViTEncoder, load_encoder
 
 MEANINGLESS = (
     "WARNING: the encoder has RANDOM weights; the distances below say nothing about MAE features "

@@ -64,7 +64,7 @@ def run_reference(package: Path, inputs: Path, output: Path) -> None:
     from google.protobuf import json_format
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from deblurkit.tfjs import read_graph_model
+    from deblurkit.zoo.tfjs import read_graph_model
 
     graph_model = read_graph_model(package)
     graph_def = tf.compat.v1.GraphDef()
@@ -97,7 +97,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def compare(args: argparse.Namespace) -> dict:
     import torch
 
-    from deblurkit.models import load_model
+    from deblurkit.zoo.models import load_model
 
     torch.set_num_threads(args.threads)
     blurs = sorted((args.pairs / "blur").glob("*.png"))[: args.limit or None]

@@ -9,8 +9,8 @@ The library API::
 
 from ._version import __version__
 from .errors import DeblurkitError, ImageReadError, ModelNotFoundError, WeightsError
-from .models import load_model, save_model
-from .restorer import Restorer
+from .zoo.models import load_model, save_model
+from .zoo.restorer import Restorer
 
 __all__ = [
     "DeblurkitError",

@@ -43,7 +43,7 @@ def _tiny(**extra) -> MAXIM:
 def test_the_maxim_gopro_card_builds_the_graphs_parameters():
     # The TF.js graph of MAXIM-3S holds 22,207,605 parameters (2,750 tensors): the S-3 network
     # without the last stage's two coarse output heads.
-    from deblurkit.zoo import get_entry
+    from deblurkit.zoo.cards import get_entry
 
     arch = get_architecture("maxim")
     with torch.device("meta"):
@@ -164,7 +164,7 @@ def test_padding_is_the_official_test_procedure(size):
 
 
 def test_restorer_crops_back_to_the_input_size():
-    from deblurkit.restorer import Restorer
+    from deblurkit.zoo.restorer import Restorer
 
     network = _tiny().eval()
     model = Restorer(network, get_architecture("maxim"), TINY)

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from deblurkit.archs import ARCHITECTURES, Architecture
 from deblurkit.archs import nafnet as nafnet_module
 from deblurkit.archs.nafnet import LayerNorm2d, NAFNet, NAFNetLocal, tlc_kernel_sizes
-from deblurkit.restorer import Restorer
+from deblurkit.zoo.restorer import Restorer
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 GOPRO = {"middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 28], "dec_blk_nums": [1, 1, 1, 1]}

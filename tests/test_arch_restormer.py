@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from deblurkit.archs import ARCHITECTURES
 from deblurkit.archs.restormer import Attention, LayerNorm, Restormer
-from deblurkit.restorer import Restorer
+from deblurkit.zoo.restorer import Restorer
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

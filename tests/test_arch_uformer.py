@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from deblurkit.archs import get_architecture
 from deblurkit.archs.uformer import LeWinTransformerBlock, Uformer
-from deblurkit.restorer import Restorer
+from deblurkit.zoo.restorer import Restorer
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 ARCH = get_architecture("uformer")

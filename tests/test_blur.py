@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deblurkit.blur import (
+from deblurkit.errors import DeblurkitError
+from deblurkit.synthesis.blur import (
     Degradation,
     blur_image,
     degrade,
@@ -18,7 +19,6 @@ from deblurkit.blur import (
     random_kernel,
     srgb_to_linear,
 )
-from deblurkit.errors import DeblurkitError
 
 
 def _centre_of_mass(kernel: np.ndarray) -> tuple[float, float]:

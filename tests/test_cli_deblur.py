@@ -18,9 +18,9 @@ from PIL import Image, ImageCms
 from deblurkit.archs import get_architecture
 from deblurkit.cli.deblur import deblur
 from deblurkit.errors import WeightsError
-from deblurkit.images import read_image
-from deblurkit.models import build_network, load_model, save_model
-from deblurkit.restorer import Restorer
+from deblurkit.imaging.reading import read_image
+from deblurkit.zoo.models import build_network, load_model, save_model
+from deblurkit.zoo.restorer import Restorer
 
 TINY = {"img_channel": 3, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
 RUN_CLI = [sys.executable, "-m", "deblurkit", "deblur"]
@@ -79,7 +79,7 @@ def _inputs(folder: Path) -> dict[str, dict]:
     import tifffile
 
     tifffile.imwrite(folder / "rgb16.tif", rgb16, photometric="rgb")
-    from deblurkit.writing import write_image
+    from deblurkit.imaging.writing import write_image
 
     like = read_image(folder / "gray.png")
     write_image(folder / "rgb16.png", rgb16, like=like)

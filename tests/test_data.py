@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from deblurkit.blur import Degradation
-from deblurkit.data import (
+from deblurkit.synthesis.blur import Degradation
+from deblurkit.training.data import (
     DataError,
     EpochBatches,
     Pair,

@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from deblurkit.cli import cli
-from deblurkit.engine import DEFAULT_MODEL
-from deblurkit.models import load_model
-from deblurkit.zoo import get_entry, zoo_dir
+from deblurkit.inference.engine import DEFAULT_MODEL
+from deblurkit.zoo.cards import get_entry, zoo_dir
+from deblurkit.zoo.models import load_model
 
 EXAMPLES = zoo_dir().parent / "examples"
 REAL = "gopro-GOPR0374-802-real-blur.png"

@@ -11,9 +11,9 @@ from hubcache import add_to_hub_cache, blob_path
 from safetensors import safe_open
 from safetensors.torch import save
 
-from deblurkit.encoders import load_encoder
 from deblurkit.errors import WeightsError
 from deblurkit.losses import build_loss
+from deblurkit.losses.encoders import load_encoder
 
 CARD = """name = "tiny-mae"
 kind = "encoder"

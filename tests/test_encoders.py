@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 from tinymodels import TINY_VIT as TINY
 from torch.nn import functional as F
 
-from deblurkit.encoders import (
+from deblurkit.errors import DeblurkitError, WeightsError
+from deblurkit.losses.encoders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ViTEncoder,
@@ -20,7 +21,6 @@ from deblurkit.encoders import (
     resize_pos_embed,
     sample_token_ids,
 )
-from deblurkit.errors import DeblurkitError, WeightsError
 
 
 def _tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:

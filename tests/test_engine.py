@@ -11,7 +11,8 @@ from PIL import Image
 from torch import nn
 
 from deblurkit.archs import Architecture, SizeRule, get_architecture
-from deblurkit.engine import (
+from deblurkit.errors import DeblurkitError
+from deblurkit.inference.engine import (
     Deblurrer,
     UsageError,
     collect_jobs,
@@ -21,9 +22,8 @@ from deblurkit.engine import (
     resolve_precision,
     shard,
 )
-from deblurkit.errors import DeblurkitError
-from deblurkit.models import build_network
-from deblurkit.restorer import Restorer
+from deblurkit.zoo.models import build_network
+from deblurkit.zoo.restorer import Restorer
 
 TINY = {"img_channel": 3, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
 

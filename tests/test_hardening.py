@@ -17,10 +17,10 @@ from PIL import Image, ImageCms
 
 import deblurkit
 from deblurkit.cli import cli
-from deblurkit.engine import Deblurrer, deblur_image
 from deblurkit.errors import DeblurkitError, ImageReadError
-from deblurkit.images import read_image
-from deblurkit.score import Pair, score_pairs
+from deblurkit.evaluation.score import Pair, score_pairs
+from deblurkit.imaging.reading import read_image
+from deblurkit.inference.engine import Deblurrer, deblur_image
 
 _SRGB = ImageCms.createProfile("sRGB")
 _TO_LAB = ImageCms.buildTransform(_SRGB, ImageCms.createProfile("LAB"), "RGB", "LAB")
@@ -278,7 +278,7 @@ def test_score_numeric_options_refuse_bad_values(tmp_path: Path, option: list[st
 
 
 def test_score_never_starts_more_workers_than_pairs(tmp_path: Path, monkeypatch) -> None:
-    import deblurkit.score as score_module
+    import deblurkit.evaluation.score as score_module
 
     started = []
 
@@ -302,7 +302,7 @@ def test_score_never_starts_more_workers_than_pairs(tmp_path: Path, monkeypatch)
 @pytest.mark.parametrize("ref", ["./missing/model.safetensors", "weights.pth", "~/nowhere", "a/b"])
 def test_a_missing_path_is_reported_as_missing_not_as_a_zoo_name(ref):
     from deblurkit.errors import ModelNotFoundError
-    from deblurkit.models import resolve_model
+    from deblurkit.zoo.models import resolve_model
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         resolve_model(ref)
@@ -312,9 +312,9 @@ def test_a_missing_path_is_reported_as_missing_not_as_a_zoo_name(ref):
 
 def test_comparison_pictures_are_never_inputs(tmp_path):
     """deblur --compare writes NAME.compare.jpg; deblur, score and training never read them back."""
-    from deblurkit.data import find_images as training_images
-    from deblurkit.engine import find_images as deblur_inputs
-    from deblurkit.score import score_paths
+    from deblurkit.evaluation.score import score_paths
+    from deblurkit.inference.engine import find_images as deblur_inputs
+    from deblurkit.training.data import find_images as training_images
 
     restored, sharp = tmp_path / "restored", tmp_path / "sharp"
     for folder in (restored, sharp):

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from deblurkit.cli import cli
 from deblurkit.errors import DeblurkitError
-from deblurkit.models import load_model
+from deblurkit.zoo.models import load_model
 
 
 @pytest.mark.parametrize(

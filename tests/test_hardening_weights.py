@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from deblurkit import hub
 from deblurkit.cli import cli
 from deblurkit.errors import WeightsError
+from deblurkit.zoo import hub
 
 
 def _text(path: Path) -> None:

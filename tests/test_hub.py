@@ -10,9 +10,9 @@ import torch
 from hubcache import add_to_hub_cache, blob_path
 from safetensors.torch import load_file
 
-from deblurkit import hub
 from deblurkit.errors import WeightsError
-from deblurkit.zoo import WeightsSource
+from deblurkit.zoo import hub
+from deblurkit.zoo.cards import WeightsSource
 
 
 def _pth_bytes(obj) -> bytes:

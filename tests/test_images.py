@@ -12,7 +12,7 @@ import tifffile
 from PIL import Image
 
 from deblurkit.errors import ImageReadError
-from deblurkit.images import read_image, to_float
+from deblurkit.imaging.reading import read_image, to_float
 
 RNG = np.random.default_rng(7)
 

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deblurkit.encoders import ViTEncoder, load_encoder
 from deblurkit.errors import DeblurkitError
 from deblurkit.losses import LOSS_TERMS, build_loss, describe_terms, parse_spec
+from deblurkit.losses.encoders import ViTEncoder, load_encoder
 from deblurkit.losses.spec import Range, tokenize
 
 TINY = {

@@ -14,7 +14,6 @@ from tinymodels import TINY_VIT as TINY
 from torch import nn
 from torch.nn import functional as F
 
-from deblurkit.encoders import ViTEncoder, load_encoder
 from deblurkit.errors import DeblurkitError, WeightsError
 from deblurkit.losses import (
     CharbonnierLoss,
@@ -28,6 +27,7 @@ from deblurkit.losses import (
     global_distance,
     load_vgg,
 )
+from deblurkit.losses.encoders import ViTEncoder, load_encoder
 from deblurkit.losses.vgg import VGG19_LAYERS
 
 GOLDEN = Path(os.environ.get("DEBLURKIT_GOLDEN", Path(__file__).resolve().parents[2] / "shared" / "golden"))

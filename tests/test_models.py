@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from hubcache import add_to_hub_cache
 
 import deblurkit
-from deblurkit import zoo
 from deblurkit.cli import cli
 from deblurkit.errors import ModelNotFoundError, WeightsError
-from deblurkit.models import build_network, convert_checkpoint, load_model, save_model
-from deblurkit.restorer import Restorer
+from deblurkit.zoo import cards as zoo
+from deblurkit.zoo.models import build_network, convert_checkpoint, load_model, save_model
+from deblurkit.zoo.restorer import Restorer
 
 TINY = {"img_channel": 3, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
 

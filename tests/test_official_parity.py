@@ -14,8 +14,8 @@ import timm
 import torch
 from official_mae import OfficialLoss, OfficialMAEEncoder
 
-from deblurkit.encoders import ViTEncoder, load_encoder
 from deblurkit.losses import build_loss
+from deblurkit.losses.encoders import ViTEncoder, load_encoder
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from deblurkit.blur import Degradation, blur_image, degrade, gaussian_kernel
-from deblurkit.data import MixedCrops
 from deblurkit.errors import DeblurkitError
-from deblurkit.frames import (
+from deblurkit.synthesis.blur import Degradation, blur_image, degrade, gaussian_kernel
+from deblurkit.synthesis.frames import (
     FrameAveraging,
     FrameCrops,
     average_frames,
@@ -21,6 +20,7 @@ from deblurkit.frames import (
     frame_sequences,
     synthesize_from_frames,
 )
+from deblurkit.training.data import MixedCrops
 
 
 def _moving_sequence(folder, count=15, size=(40, 48)):

@@ -17,8 +17,15 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
 from deblurkit.cli.score import score
+from deblurkit.evaluation.score import (
+    Pair,
+    PairingError,
+    pair_folders,
+    read_pairs_csv,
+    score_pairs,
+    score_paths,
+)
 from deblurkit.metrics import lpips as lpips_metric
-from deblurkit.score import Pair, PairingError, pair_folders, read_pairs_csv, score_pairs, score_paths
 
 REFERENCE = data.astronaut()[:96, :128]
 

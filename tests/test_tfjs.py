@@ -16,7 +16,7 @@ from tfjs_graph import PREFIX, GraphBuilder, graph_of, randomize
 
 from deblurkit.archs.maxim import MAXIM
 from deblurkit.errors import WeightsError
-from deblurkit.tfjs import read_graph_model, read_tfjs_state_dict
+from deblurkit.zoo.tfjs import read_graph_model, read_tfjs_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ format = "tfjs"
 
 
 def test_weights_from_the_package_load_strictly_and_are_converted_once(tiny_package, tiny_maxim, tmp_path):
-    from deblurkit.models import load_model
+    from deblurkit.zoo.models import load_model
 
     model = load_model("maxim-tiny", weights=tiny_package)
     converted = list((tmp_path / "cache" / "converted").glob("*.safetensors"))
@@ -149,7 +149,7 @@ def test_weights_from_the_package_load_strictly_and_are_converted_once(tiny_pack
 
 
 def test_a_tampered_package_is_refused_before_reading(tiny_package):
-    from deblurkit.models import load_model
+    from deblurkit.zoo.models import load_model
 
     data = bytearray(tiny_package.read_bytes())
     data[-1] ^= 1

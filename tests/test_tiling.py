@@ -11,9 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from deblurkit.archs import Architecture, SizeRule
-from deblurkit.engine import Deblurrer
-from deblurkit.restorer import Restorer
-from deblurkit.tiling import auto_tile, halve_tile, is_out_of_memory, plan_tiles
+from deblurkit.inference.engine import Deblurrer
+from deblurkit.inference.tiling import auto_tile, halve_tile, is_out_of_memory, plan_tiles
+from deblurkit.zoo.restorer import Restorer
 
 RULES = [SizeRule(1), SizeRule(4), SizeRule(8), SizeRule(16), SizeRule(128, square=True, centred=True)]
 

@@ -5,9 +5,9 @@ import torch
 from skimage import data
 
 from deblurkit.archs import get_architecture
-from deblurkit.engine import deblur_image
-from deblurkit.models import build_network
-from deblurkit.restorer import Restorer
+from deblurkit.inference.engine import deblur_image
+from deblurkit.zoo.models import build_network
+from deblurkit.zoo.restorer import Restorer
 
 CONFIG = {
     "img_channel": 3,

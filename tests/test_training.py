@@ -12,10 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from deblurkit.data import DataError, write_sample_photos
 from deblurkit.errors import DeblurkitError, WeightsError
-from deblurkit.models import build_network, load_model, save_model
-from deblurkit.restorer import Restorer
 from deblurkit.training import (
     ConfigError,
     NonFiniteLossError,
@@ -26,7 +23,10 @@ from deblurkit.training import (
     to_toml,
     train,
 )
+from deblurkit.training.data import DataError, write_sample_photos
 from deblurkit.training.schedule import lr_at
+from deblurkit.zoo.models import build_network, load_model, save_model
+from deblurkit.zoo.restorer import Restorer
 
 TINY_NAFNET = {
     "img_channel": 3,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from deblurkit.atomic import write_atomic
 from deblurkit.errors import DeblurkitError
-from deblurkit.images import read_image
-from deblurkit.writing import output_format, write_image
+from deblurkit.imaging.atomic import write_atomic
+from deblurkit.imaging.reading import read_image
+from deblurkit.imaging.writing import output_format, write_image
 
 RNG = np.random.default_rng(0)
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

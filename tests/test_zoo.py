@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from deblurkit.archs import all_architectures
 from deblurkit.cli import cli
 from deblurkit.errors import ModelNotFoundError
-from deblurkit.models import build_network
-from deblurkit.zoo import all_entries, get_entry
+from deblurkit.zoo.cards import all_entries, get_entry
+from deblurkit.zoo.models import build_network
 
 REQUIRED_DEBLUR = {
     "nafnet-gopro-width32",

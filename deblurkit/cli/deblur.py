@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..engine import (
+from ..errors import DeblurkitError
+from ..imaging.writing import WRITE_FORMATS
+from ..inference.engine import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MODEL,
     DEFAULT_OVERLAP,
@@ -24,9 +26,7 @@ from ..engine import (
     run_jobs,
     shard,
 )
-from ..errors import DeblurkitError
-from ..models import load_model
-from ..writing import WRITE_FORMATS
+from ..zoo.models import load_model
 from .params import FiniteFloatRange
 
 __all__ = ["deblur"]

@@ -13,8 +13,15 @@ import click
 from tqdm import tqdm
 
 from ..errors import DeblurkitError
+from ..evaluation.score import (
+    DEFAULT_METRICS,
+    PairResult,
+    ScoreResult,
+    collect_pairs,
+    read_pairs_csv,
+    score_pairs,
+)
 from ..metrics import UnknownMetricError, get_metric, metric_names, resolve_metrics
-from ..score import DEFAULT_METRICS, PairResult, ScoreResult, collect_pairs, read_pairs_csv, score_pairs
 
 __all__ = ["score"]
 

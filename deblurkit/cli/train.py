@@ -20,7 +20,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from ..blur import Degradation
+from ..synthesis.blur import Degradation
 from ..training import COMMAND_DEFAULTS, Event, TrainConfig, load_config, train
 from ..training.config import coerce, option_fields
 from .params import FiniteFloatRange
@@ -317,8 +317,8 @@ def synth(
       deblurkit synth photos/ -o levin/ --kernels bank --kernel-bank levin09.npz
       deblurkit synth gopro-frames/ -o frame-pairs/ --from-frames --frames-count 7,13
     """
-    from ..data import find_images, synthesize_pairs
-    from ..frames import FrameAveraging, frame_sequences, synthesize_from_frames
+    from ..synthesis.frames import FrameAveraging, frame_sequences, synthesize_from_frames
+    from ..training.data import find_images, synthesize_pairs
 
     if from_frames:
         given = {

@@ -8,9 +8,9 @@ from dataclasses import asdict
 import click
 
 from ..errors import DeblurkitError
-from ..hub import fetch_weights
-from ..models import convert_checkpoint
-from ..zoo import ZooEntry, all_entries, get_entry
+from ..zoo.cards import ZooEntry, all_entries, get_entry
+from ..zoo.hub import fetch_weights
+from ..zoo.models import convert_checkpoint
 
 __all__ = ["zoo"]
 

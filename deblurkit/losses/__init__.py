@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..encoders import DEFAULT_BLOCKS, DEFAULT_ENCODER, ViTEncoder, load_encoder
 from ..errors import DeblurkitError
+from .encoders import DEFAULT_BLOCKS, DEFAULT_ENCODER, ViTEncoder, load_encoder
 from .mae import (
     GLOBAL_VARIANTS,
     MAEGlobalLoss,

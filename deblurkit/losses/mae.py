@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from ..encoders import DEFAULT_BLOCKS, ViTEncoder, keep_count
 from ..errors import DeblurkitError
+from .encoders import DEFAULT_BLOCKS, ViTEncoder, keep_count
 from .pixel import at_least_fp32
 
 __all__ = [

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..encoders import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import DeblurkitError, WeightsError
+from .encoders import IMAGENET_MEAN, IMAGENET_STD
 from .pixel import at_least_fp32, check_pair
 
 __all__ = [
@@ -130,12 +130,12 @@ def load_vgg(
 ) -> VGGFeatures:
     """The frozen VGG19 features of zoo entry ``ref`` (``timm/vgg19.tv_in1k``), or of a local file
     (``weights=``, timm/torchvision names ``features.N.weight``); only ``features.*`` is read."""
-    from ..device import resolve_device
-    from ..hub import fetch_weights, load_state_dict
+    from ..inference.device import resolve_device
+    from ..zoo.hub import fetch_weights, load_state_dict
 
     config: dict[str, Any] = {}
     if weights is None:
-        from ..zoo import get_entry
+        from ..zoo.cards import get_entry
 
         entry = get_entry(ref)
         if entry.kind != "encoder" or entry.weights is None:

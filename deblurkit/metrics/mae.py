@@ -24,7 +24,7 @@ ENCODER = "mae-vit-base"
 
 @lru_cache(maxsize=2)
 def _encoder(device: str):
-    from ..encoders import load_encoder
+    from ..losses.encoders import load_encoder
 
     try:
         return load_encoder(ENCODER, device=device)

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..atomic import write_text_atomic
 from ..errors import DeblurkitError
-from ..hub import write_safetensors
+from ..imaging.atomic import write_text_atomic
+from ..zoo.hub import write_safetensors
 
 __all__ = ["LATEST", "Checkpoint", "latest_step", "load_checkpoint", "replace_folder", "save_checkpoint"]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..blur import Degradation
 from ..errors import DeblurkitError
+from ..synthesis.blur import Degradation
 
 if sys.version_info >= (3, 11):
     import tomllib

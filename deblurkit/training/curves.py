@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..atomic import write_atomic
+from ..imaging.atomic import write_atomic
 
 __all__ = ["draw_curves"]
 

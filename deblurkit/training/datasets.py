@@ -6,7 +6,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..data import (
+from ..synthesis.frames import FrameAveraging, FrameCrops, frame_sequences
+from .config import TrainConfig
+from .data import (
     DataError,
     DataScan,
     MixedCrops,
@@ -20,8 +22,6 @@ from ..data import (
     has_pairs,
     split,
 )
-from ..frames import FrameAveraging, FrameCrops, frame_sequences
-from .config import TrainConfig
 
 __all__ = ["PROBLEMS_FILE", "training_data"]
 

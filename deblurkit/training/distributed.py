@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..device import resolve_device
 from ..errors import DeblurkitError
+from ..inference.device import resolve_device
 
 __all__ = ["Context", "setup"]
 

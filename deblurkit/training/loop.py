@@ -32,10 +32,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..archs import get_architecture
-from ..atomic import write_atomic
 from ..errors import DeblurkitError, WeightsError
-from ..models import build_network, load_model, resolve_model, save_model
-from ..restorer import Restorer
+from ..imaging.atomic import write_atomic
+from ..zoo.models import build_network, load_model, resolve_model, save_model
+from ..zoo.restorer import Restorer
 from . import checkpoint as ckpt
 from .card import ENCODER_LICENCE, CardInfo, model_card
 from .config import ConfigError, TrainConfig, default_loss, differences, load_config, to_toml
@@ -187,7 +187,7 @@ def _needs_encoder(spec: str) -> bool:
 
 
 def _encoder(config: TrainConfig, device: torch.device):
-    from ..encoders import load_encoder
+    from ..losses.encoders import load_encoder
 
     try:
         return load_encoder(config.encoder, weights=config.encoder_weights or None, device=device)
@@ -203,7 +203,7 @@ def _encoder(config: TrainConfig, device: torch.device):
 
 def _encoder_licence(name: str) -> str:
     """The licence of a zoo encoder (the MAE weights' CC-BY-NC-4.0 when the zoo has no card for it)."""
-    from ..zoo import get_entry
+    from ..zoo.cards import get_entry
 
     try:
         return get_entry(name).license
@@ -392,7 +392,7 @@ class Trainer:
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The training batches from the current data position on (checked now, loaded lazily)."""
-        from ..data import EpochBatches
+        from .data import EpochBatches
 
         config, ctx = self.config, self.ctx
         sampler = EpochBatches(
@@ -523,7 +523,7 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """PSNR, SSIM (and the MAE distance) of the (EMA) network on the validation images (rank 0)."""
-        from ..engine import Deblurrer
+        from ..inference.engine import Deblurrer
 
         network = self._eval_network()
         was_training = network.training

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from deblurkit.hub import write_safetensors
-from deblurkit.models import METADATA_KEY, build_network, load_model
-from deblurkit.zoo import get_entry
+from deblurkit.zoo.cards import get_entry
+from deblurkit.zoo.hub import write_safetensors
+from deblurkit.zoo.models import METADATA_KEY, build_network, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate import SYNTHETIC_SHAKE, evaluate
@@ -55,7 +55,7 @@ def truncate(package: Path) -> tuple[torch.nn.Module, dict]:
 def cpu_seconds_720p(model: torch.nn.Module, threads: int = 2) -> float:
     """Best of three forwards of a real 1280×720 frame (the first held-out blurry one) through
     ``model``, with ``threads`` threads."""
-    from deblurkit.data import find_pairs, load_rgb
+    from deblurkit.training.data import find_pairs, load_rgb
 
     torch.set_num_threads(threads)
     frame = load_rgb(find_pairs(HERE / "heldout-real-pairs.csv").pairs[0].input)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from deblurkit.blur import Degradation
-from deblurkit.data import find_pairs, synthesize_pairs
-from deblurkit.engine import deblur_files
-from deblurkit.models import load_model
-from deblurkit.restorer import Restorer
-from deblurkit.score import Pair, score_pairs
+from deblurkit.evaluation.score import Pair, score_pairs
+from deblurkit.inference.engine import deblur_files
+from deblurkit.synthesis.blur import Degradation
+from deblurkit.training.data import find_pairs, synthesize_pairs
+from deblurkit.zoo.models import load_model
+from deblurkit.zoo.restorer import Restorer
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("psnr", "ssim")

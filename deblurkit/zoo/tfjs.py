@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 __all__ = ["GraphModel", "is_tfjs_weights", "read_graph_model", "read_tfjs_state_dict", "tfjs_state_dict"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .archs import SizeRule
+from ..archs import SizeRule
 
 __all__ = [
     "Accumulator",

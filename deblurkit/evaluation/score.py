@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .compare import is_comparison
-from .device import resolve_device
-from .errors import DeblurkitError
-from .images import DEFAULT_MAX_PIXELS, LoadedImage, read_image
-from .metrics import (
+from ..errors import DeblurkitError
+from ..imaging.compare import is_comparison
+from ..imaging.reading import DEFAULT_MAX_PIXELS, LoadedImage, read_image
+from ..inference.device import resolve_device
+from ..metrics import (
     OPTION_CROP_BORDER,
     OPTION_Y_CHANNEL,
     Metric,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError
+from ..errors import ImageReadError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "from_float", "read_image", "to_float"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from PIL import Image
 
-from .errors import DeblurkitError
+from ..errors import DeblurkitError
 
 __all__ = [
     "KERNEL_KINDS",

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DeblurkitError
+from ..imaging.compare import is_comparison
 from .blur import add_camera_noise, quantise_and_compress
-from .compare import is_comparison
-from .errors import DeblurkitError
 
 __all__ = [
     "FrameAveraging",
@@ -140,9 +140,9 @@ def synthesize_from_frames(
     """Write ``output/blur`` and ``output/sharp`` from the frame sequences under ``source``: windows
     every ``stride`` frames (0: back to back, no frame used twice), each of a random length. A record
     per pair goes to ``output/synth.jsonl`` and is yielded."""
-    from .data import load_rgb
-    from .images import read_image
-    from .writing import write_image
+    from ..imaging.reading import read_image
+    from ..imaging.writing import write_image
+    from ..training.data import load_rgb
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ class FrameCrops(Dataset):
         return sum(len(s) for s in self.sequences)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        from .data import augment, sample_rng
+        from ..training.data import augment, sample_rng
 
         epoch, index = item
         rng = sample_rng(self.seed, epoch, index)
@@ -220,6 +220,6 @@ class FrameCrops(Dataset):
 
 def _load_frame(path: Path) -> np.ndarray:
     """A frame as H×W×3 uint8 (8-bit sequences are what videos give; kept compact in the cache)."""
-    from .data import load_rgb
+    from ..training.data import load_rgb
 
     return np.rint(load_rgb(path) * 255).astype(np.uint8)

@@ -17,9 +17,9 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
+from ..errors import DeblurkitError
 from .atomic import write_atomic
-from .errors import DeblurkitError
-from .images import LoadedImage
+from .reading import LoadedImage
 
 __all__ = ["WRITE_FORMATS", "output_format", "write_image"]
 

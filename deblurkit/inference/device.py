@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DeblurkitError
+from ..errors import DeblurkitError
 
 __all__ = ["DeviceError", "resolve_device"]
 

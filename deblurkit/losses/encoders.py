@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import DeblurkitError, WeightsError
-from .zoo import get_entry
+from ..errors import DeblurkitError, WeightsError
+from ..zoo.cards import get_entry
 
 __all__ = [
     "DEFAULT_BLOCKS",
@@ -337,7 +337,7 @@ def _resolve_config(ref: str | Mapping[str, Any], weights: Any) -> tuple[str, di
         )
     if weights is None and ref.endswith((".safetensors", ".pth", ".pt")) and Path(ref).is_file():
         raise DeblurkitError(f"{ref} is a weights file: pass it as weights= (and the encoder name as ref)")
-    from .zoo import all_entries
+    from ..zoo.cards import all_entries
 
     if ref not in all_entries():
         import timm
@@ -402,7 +402,7 @@ def _load_weights(
 
 
 def _state_from(weights: Any, source: Any, name: str) -> tuple[dict[str, torch.Tensor], str]:
-    from .hub import fetch_weights, load_state_dict
+    from ..zoo.hub import fetch_weights, load_state_dict
 
     if weights is not None:
         if isinstance(weights, Mapping):
@@ -432,7 +432,7 @@ def load_encoder(
     touched. ``depth`` keeps only the first ``depth`` blocks (saves memory when only early blocks are
     used). Normalisation is ImageNet mean/std unless the config gives ``mean``/``std``.
     """
-    from .device import resolve_device
+    from ..inference.device import resolve_device
 
     name, config, source = _resolve_config(ref, weights)
     vit = _build_timm(name, config)

@@ -1,8 +1,8 @@
 """The model zoo: one TOML model card per entry, read into plain dataclasses.
 
 A card is data, not code: adding a checkpoint is adding a file to ``zoo/``. Cards live in the
-``zoo`` folder shipped inside the wheel (``deblurkit/zoo``) or, in a source checkout, beside the
-package; ``$DEBLURKIT_ZOO_PATH`` adds folders of your own cards.
+``zoo`` folder of a source checkout, shipped inside the wheel as ``deblurkit/zoo/catalog``;
+``$DEBLURKIT_ZOO_PATH`` adds folders of your own cards.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DeblurkitError, ModelNotFoundError
+from ..errors import DeblurkitError, ModelNotFoundError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -114,11 +114,11 @@ class ZooEntry:
 
 def zoo_dir() -> Path:
     """The folder holding the model cards (inside the wheel, or beside the package in a checkout)."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "zoo", package.parent / "zoo"):
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "catalog", here.parents[1] / "zoo"):
         if candidate.is_dir():
             return candidate
-    raise DeblurkitError(f"the model zoo folder is missing (looked in {package / 'zoo'})")
+    raise DeblurkitError(f"the model zoo folder is missing (looked in {here / 'catalog'})")
 
 
 def _parse_card(path: Path) -> ZooEntry:

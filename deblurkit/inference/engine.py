@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .compare import compare_path, is_comparison, write_compare
-from .errors import DeblurkitError
-from .images import LoadedImage, from_float, read_image, to_float
-from .models import load_model
-from .restorer import Restorer
+from ..errors import DeblurkitError
+from ..imaging.compare import compare_path, is_comparison, write_compare
+from ..imaging.reading import LoadedImage, from_float, read_image, to_float
+from ..imaging.writing import WRITE_FORMATS, write_image
+from ..zoo.models import load_model
+from ..zoo.restorer import Restorer
 from .tiling import TilePlan, auto_tile, fit_tile, halve_tile, is_out_of_memory, plan_tiles
-from .writing import WRITE_FORMATS, write_image
 
 __all__ = [
     "CPU_TILE_MEMORY",

@@ -18,14 +18,14 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .archs import get_architecture
-from .atomic import write_text_atomic
-from .device import resolve_device
-from .errors import DeblurkitError, ModelNotFoundError, WeightsError
+from ..archs import get_architecture
+from ..errors import DeblurkitError, ModelNotFoundError, WeightsError
+from ..imaging.atomic import write_text_atomic
+from ..inference.device import resolve_device
+from .cards import ZooEntry, all_entries, get_entry
 from .hub import convert_tfjs, download, fetch_weights, load_state_dict, write_safetensors
 from .restorer import Restorer
 from .tfjs import is_tfjs_weights
-from .zoo import ZooEntry, all_entries, get_entry
 
 __all__ = [
     "MODEL_CONFIG_FILE",
@@ -140,7 +140,7 @@ def _spec_from_hub(ref: str) -> ModelSpec:
 
 def fetch_weights_for_hub_model(repo: str, revision: str, what: str) -> Path:
     """The verified ``model.safetensors`` of a deblurkit model on the Hub."""
-    from .zoo import WeightsSource
+    from .cards import WeightsSource
 
     return fetch_weights(
         WeightsSource(filename=MODEL_WEIGHTS_FILE, repo_id=repo, revision=revision), name=what

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .archs import Architecture, SizeRule
+from ..archs import Architecture, SizeRule
 
 __all__ = ["Restorer"]
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import write_atomic
-from .images import to_float
+from .reading import to_float
 
 __all__ = ["COMPARE_SUFFIX", "compare_path", "is_comparison", "side_by_side", "write_compare"]
 

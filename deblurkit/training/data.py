@@ -28,10 +28,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from .blur import Degradation, degrade
-from .compare import is_comparison
-from .errors import DeblurkitError, ImageReadError
-from .images import from_float, read_image, to_float
+from ..errors import DeblurkitError, ImageReadError
+from ..imaging.compare import is_comparison
+from ..imaging.reading import from_float, read_image, to_float
+from ..synthesis.blur import Degradation, degrade
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -460,7 +460,7 @@ def synthesize_pairs(
     from dataclasses import replace
     from zlib import crc32
 
-    from .writing import write_image
+    from ..imaging.writing import write_image
 
     root, output = Path(source), Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -26,11 +26,11 @@ from huggingface_hub import errors as hub_errors
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from ._version import __version__
-from .atomic import atomic_path, write_atomic
-from .errors import WeightsError
+from .._version import __version__
+from ..errors import WeightsError
+from ..imaging.atomic import atomic_path, write_atomic
+from .cards import WeightsSource
 from .tfjs import is_tfjs_weights, read_tfjs_state_dict
-from .zoo import WeightsSource
 
 __all__ = [
     "cache_dir",
