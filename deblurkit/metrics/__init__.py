@@ -140,4 +140,4 @@ def _load_builtins() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import lpips, mae, psnr, ssim
+    from . import lpips, mae, psnr, ssim  # noqa: F401  (registering on import)
