@@ -102,7 +102,7 @@ def measure(args: argparse.Namespace) -> dict:
     """One measurement in this process."""
     import torch
 
-    from deblurkit.inference.engine import Deblurrer
+    from deblurkit.inference.deblurrer import Deblurrer
 
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
@@ -137,7 +137,7 @@ def measure_official(args: argparse.Namespace) -> dict:
     reference, same weights), alternated in one process so both see the same machine load."""
     import torch
 
-    from deblurkit.inference.engine import Deblurrer
+    from deblurkit.inference.deblurrer import Deblurrer
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_nafnet import GOPRO_WIDTH32, ReferenceNAFNetLocal

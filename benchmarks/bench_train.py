@@ -24,8 +24,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from deblurkit.synthesis.pairs import write_sample_photos
 from deblurkit.training import TrainConfig, train
-from deblurkit.training.data import write_sample_photos
 
 NARROW = {
     "img_channel": 3,

@@ -18,6 +18,7 @@ from PIL import Image, ImageCms
 from deblurkit.archs import get_architecture
 from deblurkit.cli.deblur import deblur
 from deblurkit.errors import WeightsError
+from deblurkit.imaging.discovery import OUTPUT_MARKER
 from deblurkit.imaging.reading import read_image
 from deblurkit.zoo.models import build_network, load_model, save_model
 from deblurkit.zoo.restorer import Restorer
@@ -83,7 +84,7 @@ def _inputs(folder: Path) -> dict[str, dict]:
 
     like = read_image(folder / "gray.png")
     write_image(folder / "rgb16.png", rgb16, like=like)
-    return {path.name: read_image(path) for path in sorted(folder.iterdir())}
+    return {path.name: read_image(path) for path in sorted(folder.iterdir()) if not path.name.startswith(".")}
 
 
 def test_every_kind_of_input_keeps_size_mode_depth_alpha_and_metadata(tmp_path, model_dir):
@@ -131,7 +132,7 @@ def test_rerun_skips_finished_outputs_and_overwrite_redoes_them(tmp_path, model_
     photos = _photos(tmp_path / "photos", 3)
     first = _run(model_dir, str(photos), "--tile", "0")
     assert first.exit_code == 0 and "3 done" in first.stderr
-    assert sorted(p.name for p in (tmp_path / "photos-deblurred").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "photos-deblurred").glob("[!.]*")) == [
         "img00.png",
         "img01.png",
         "img02.png",
@@ -158,7 +159,7 @@ def test_suffix_ext_compare_and_stdin_list(tmp_path, model_dir):
         input=listing,
     )
     assert result.exit_code == 0, result.output
-    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    names = sorted(p.name for p in (tmp_path / "out").glob("[!.]*"))
     assert names == [
         "img00_sharp.compare.jpg",
         "img00_sharp.jpg",
@@ -195,6 +196,8 @@ def _valid_images(folder: Path, temporaries_allowed: bool = False) -> dict[str, 
     """Name -> mtime of every output; each must decode completely. Temporary files are hidden."""
     found = {}
     for path in folder.iterdir():
+        if path.name == OUTPUT_MARKER:
+            continue
         if path.name.startswith("."):
             assert temporaries_allowed and path.suffix == ".tmp", f"left-over file {path.name}"
             continue

@@ -5,22 +5,18 @@ import pytest
 import torch
 from PIL import Image
 
+from deblurkit.imaging.discovery import DataError, Pair, find_pairs, has_pairs
 from deblurkit.synthesis.blur import Degradation
+from deblurkit.synthesis.pairs import synthesize_pairs, write_sample_photos
 from deblurkit.training.data import (
-    DataError,
     EpochBatches,
-    Pair,
     PairCrops,
     SynthCrops,
     ValidationSet,
     augment,
     check_pairs,
-    find_images,
-    find_pairs,
-    has_pairs,
+    sharp_images,
     split,
-    synthesize_pairs,
-    write_sample_photos,
 )
 
 
@@ -182,7 +178,7 @@ def test_epoch_batches_resume_and_shard():
 def test_find_images_and_synthesized_pair_folders(tmp_path):
     photos = tmp_path / "photos"
     write_sample_photos(photos, ["camera", "coffee"])
-    assert [p.name for p in find_images(photos)] == ["camera.png", "coffee.png"]
+    assert [p.name for p in sharp_images(photos)] == ["camera.png", "coffee.png"]
     records = list(synthesize_pairs(photos, tmp_path / "pairs", Degradation(), seed=5))
     assert [r["name"] for r in records] == ["camera", "coffee"]
     scan = check_pairs(find_pairs(tmp_path / "pairs"), crop=64)
@@ -195,4 +191,4 @@ def test_find_images_and_synthesized_pair_folders(tmp_path):
     ).read_bytes()
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images found"):
-        find_images(tmp_path / "empty")
+        sharp_images(tmp_path / "empty")

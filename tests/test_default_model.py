@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from deblurkit.cli import cli
-from deblurkit.inference.engine import DEFAULT_MODEL
+from deblurkit.inference.batch import DEFAULT_MODEL
 from deblurkit.zoo.cards import get_entry, zoo_dir
 from deblurkit.zoo.models import load_model
 
@@ -43,7 +43,7 @@ def test_readme_first_command_deblurs_the_examples(tmp_path):
     out = tmp_path / "restored"
     result = CliRunner().invoke(cli, ["deblur", str(EXAMPLES), "-o", str(out), "--compare", "--quiet"])
     assert result.exit_code == 0, result.output
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.glob("[!.]*"))
     assert names == sorted(
         [REAL, REAL.replace(".png", ".compare.jpg"), "clock_motion.png", "clock_motion.compare.jpg"]
     )

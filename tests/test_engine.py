@@ -11,17 +11,9 @@ from PIL import Image
 from torch import nn
 
 from deblurkit.archs import Architecture, SizeRule, get_architecture
-from deblurkit.errors import DeblurkitError
-from deblurkit.inference.engine import (
-    Deblurrer,
-    UsageError,
-    collect_jobs,
-    deblur_files,
-    deblur_image,
-    distributed_env,
-    resolve_precision,
-    shard,
-)
+from deblurkit.errors import DeblurkitError, UsageError
+from deblurkit.inference.batch import collect_jobs, deblur_files, distributed_env, shard
+from deblurkit.inference.deblurrer import Deblurrer, deblur_image, resolve_precision
 from deblurkit.zoo.models import build_network
 from deblurkit.zoo.restorer import Restorer
 

@@ -20,7 +20,7 @@ from deblurkit.cli import cli
 from deblurkit.errors import DeblurkitError, ImageReadError
 from deblurkit.evaluation.score import Pair, score_pairs
 from deblurkit.imaging.reading import read_image
-from deblurkit.inference.engine import Deblurrer, deblur_image
+from deblurkit.inference.deblurrer import Deblurrer, deblur_image
 
 _SRGB = ImageCms.createProfile("sRGB")
 _TO_LAB = ImageCms.buildTransform(_SRGB, ImageCms.createProfile("LAB"), "RGB", "LAB")
@@ -313,8 +313,8 @@ def test_a_missing_path_is_reported_as_missing_not_as_a_zoo_name(ref):
 def test_comparison_pictures_are_never_inputs(tmp_path):
     """deblur --compare writes NAME.compare.jpg; deblur, score and training never read them back."""
     from deblurkit.evaluation.score import score_paths
-    from deblurkit.inference.engine import find_images as deblur_inputs
-    from deblurkit.training.data import find_images as training_images
+    from deblurkit.imaging.discovery import find_images as deblur_inputs
+    from deblurkit.training.data import sharp_images as training_images
 
     restored, sharp = tmp_path / "restored", tmp_path / "sharp"
     for folder in (restored, sharp):

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deblurkit.archs import Architecture, SizeRule
-from deblurkit.inference.engine import Deblurrer
+from deblurkit.inference.deblurrer import Deblurrer
 from deblurkit.inference.tiling import auto_tile, halve_tile, is_out_of_memory, plan_tiles
 from deblurkit.zoo.restorer import Restorer
 

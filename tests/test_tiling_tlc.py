@@ -5,7 +5,7 @@ import torch
 from skimage import data
 
 from deblurkit.archs import get_architecture
-from deblurkit.inference.engine import deblur_image
+from deblurkit.inference.deblurrer import deblur_image
 from deblurkit.zoo.models import build_network
 from deblurkit.zoo.restorer import Restorer
 

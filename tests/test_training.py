@@ -13,6 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from deblurkit.errors import DeblurkitError, WeightsError
+from deblurkit.imaging.discovery import DataError
+from deblurkit.synthesis.pairs import write_sample_photos
 from deblurkit.training import (
     ConfigError,
     NonFiniteLossError,
@@ -23,7 +25,6 @@ from deblurkit.training import (
     to_toml,
     train,
 )
-from deblurkit.training.data import DataError, write_sample_photos
 from deblurkit.training.schedule import lr_at
 from deblurkit.zoo.models import build_network, load_model, save_model
 from deblurkit.zoo.restorer import Restorer

@@ -103,6 +103,8 @@ class Architecture:
     in (``"fp32"`` always). ``min_tile`` is the smallest tile side for which tiled inference still
     reproduces the official procedure sensibly.
     ``default_config`` documents the official configuration used when a card gives none.
+    ``pixel_loss`` is the pixel loss of the official training recipe (the default of ``train``);
+    ``channels_last``: a convolutional network that runs faster in that memory format on GPUs.
     """
 
     name: str
@@ -112,6 +114,8 @@ class Architecture:
     min_tile: int = 64
     default_config: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
+    pixel_loss: str = "l1"
+    channels_last: bool = False
 
     def size_rule_for(self, config: Mapping[str, Any]) -> SizeRule:
         """The size rule of a particular configuration (some depend on the network's depth)."""

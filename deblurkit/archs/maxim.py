@@ -649,5 +649,6 @@ register(
         min_tile=256,
         default_config=_S3,
         summary="MAXIM (Tu et al. 2022), google-research/maxim; multi-axis gated MLP, multi-stage",
+        pixel_loss="charbonnier",
     )
 )

@@ -343,6 +343,8 @@ register(
         min_tile=64,
         default_config=_GOPRO_WIDTH32,
         summary="NAFNet (Chen et al. 2022), megvii-research/NAFNet; global channel attention",
+        pixel_loss="psnr",
+        channels_last=True,
     )
 )
 
@@ -355,5 +357,7 @@ register(
         min_tile=512,
         default_config={**_GOPRO_WIDTH32, "train_size": 256, "fast_imp": False},
         summary="NAFNetLocal: NAFNet with TLC local channel attention (train size 256), same weights",
+        pixel_loss="psnr",
+        channels_last=True,
     )
 )

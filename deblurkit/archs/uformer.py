@@ -512,5 +512,6 @@ register(
         min_tile=128,
         default_config=UFORMER_B_GOPRO,
         summary="Uformer-B (CVPR 2022): U-shaped LeWin transformer with shifted windows and modulators.",
+        pixel_loss="charbonnier",
     )
 )

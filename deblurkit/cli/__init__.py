@@ -7,26 +7,12 @@ import sys
 import click
 
 from .._version import __version__
-from ..errors import DeblurkitError
+from .errors import Group
 
 __all__ = ["main"]
 
 
-class _Group(click.Group):
-    """Turns library errors into one line on stderr and a non-zero exit code."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except DeblurkitError as err:
-            click.echo(f"error: {err}", err=True)
-            ctx.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="deblurkit")
 def cli() -> None:
     """Deblur photos with a zoo of restoration networks, and fine-tune them with MAE perceptual losses.

@@ -1,4 +1,5 @@
-"""``deblurkit deblur``: deblur files, folders and globs; a thin layer over :mod:`deblurkit.engine`."""
+"""``deblurkit deblur``: deblur files, folders and globs; a thin layer over
+:func:`deblurkit.inference.batch.deblur_files`."""
 
 from __future__ import annotations
 
@@ -10,23 +11,11 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..errors import DeblurkitError
+from ..imaging.reading import DEFAULT_MAX_PIXELS
 from ..imaging.writing import WRITE_FORMATS
-from ..inference.engine import (
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MODEL,
-    DEFAULT_OVERLAP,
-    PRECISIONS,
-    Deblurrer,
-    FileResult,
-    WriteOptions,
-    collect_jobs,
-    device_for_rank,
-    distributed_env,
-    run_jobs,
-    shard,
-)
-from ..zoo.models import load_model
+from ..inference.batch import DEFAULT_MODEL, FileResult, WriteOptions, deblur_files
+from ..inference.deblurrer import DEFAULT_OVERLAP, PRECISIONS
+from .errors import Command
 from .params import FiniteFloatRange
 
 __all__ = ["deblur"]
@@ -108,7 +97,7 @@ class _Report:
         return f"{self.prefix}{done} done, {skipped} skipped, {failed} failed in {self.elapsed:.1f} s{rate}"
 
 
-@click.command("deblur", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("deblur", cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "-o",
@@ -210,26 +199,30 @@ def deblur(
       find . -name '*.tif' | deblurkit deblur - -o out/ --json
       deblurkit deblur big.png --tile 512 --device cuda --precision bf16
     """
-    try:
-        jobs, _ = collect_jobs(_sources(inputs), output, recursive=recursive, suffix=suffix, ext=ext)
-        rank, world, local_rank = distributed_env()
-        mine = shard(jobs, rank, world)
-        restorer = load_model(model, weights=weights, device=device_for_rank(device, local_rank, world))
-        deblurrer = Deblurrer(
-            restorer, tile=tile, overlap=tile_overlap, precision=precision, compile=compile_
-        )
-        prefix = f"[rank {rank}/{world}] " if world > 1 else ""
-        for note in deblurrer.notes:
-            click.echo(f"{prefix}note: {note}", err=True)
-        report = _Report(as_json, len(mine), quiet, prefix)
-        options = WriteOptions(quality=quality, strip_metadata=strip_metadata, compare=compare)
-        max_pixels = round(min(max_megapixels, _NO_PIXEL_LIMIT) * 1e6)
-        for result in run_jobs(
-            mine, deblurrer, skip_existing=skip_existing, max_pixels=max_pixels, options=options
-        ):
-            report.add(result)
-    except DeblurkitError as err:
-        click.echo(f"error: {err}", err=True)
-        ctx.exit(err.exit_code)
+    run = deblur_files(
+        _sources(inputs),
+        output,
+        model=model,
+        weights=weights,
+        device=device,
+        recursive=recursive,
+        suffix=suffix,
+        ext=ext,
+        skip_existing=skip_existing,
+        max_pixels=round(min(max_megapixels, _NO_PIXEL_LIMIT) * 1e6),
+        options=WriteOptions(quality=quality, strip_metadata=strip_metadata, compare=compare),
+        tile=tile,
+        overlap=tile_overlap,
+        precision=precision,
+        compile=compile_,
+    )
+    prefix = f"[rank {run.rank}/{run.world_size}] " if run.world_size > 1 else ""
+    for note in run.notes:
+        click.echo(f"{prefix}note: {note}", err=True)
+    report = _Report(as_json, len(run), quiet, prefix)
+    for result in run:
+        report.add(result)
     click.echo(report.summary(), err=True)
+    if report.counts["done"]:
+        click.echo(f"{prefix}outputs in {run.output_dir}", err=True)
     ctx.exit(1 if report.counts["failed"] else 0)

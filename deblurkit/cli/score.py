@@ -12,16 +12,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..errors import DeblurkitError
-from ..evaluation.score import (
-    DEFAULT_METRICS,
-    PairResult,
-    ScoreResult,
-    collect_pairs,
-    read_pairs_csv,
-    score_pairs,
-)
+from ..evaluation.score import DEFAULT_METRICS, PairResult, ScoreResult, score_paths
 from ..metrics import UnknownMetricError, get_metric, metric_names, resolve_metrics
+from .errors import Command
 
 __all__ = ["score"]
 
@@ -85,7 +78,7 @@ def _list_metrics() -> str:
     return "\n".join(lines)
 
 
-@click.command("score", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("score", cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("restored", required=False, type=click.Path(path_type=Path))
 @click.argument("reference", required=False, type=click.Path(path_type=Path))
 @click.option(
@@ -181,31 +174,28 @@ def score(
         if bar is not None:
             bar.update(1)
 
-    options = {
-        "crop_border": crop_border,
-        "y_channel": y_channel,
-        "device": device,
-        "workers": workers,
-        "on_result": on_result,
-    }
+    def on_pairs(count: int) -> None:
+        nonlocal bar
+        if count > 1:
+            bar = tqdm(total=count, desc="scoring", unit="pair", file=sys.stderr, disable=None, leave=False)
+
     try:
-        if pairs_csv is not None:
-            pairs, lonely_restored, lonely_reference = read_pairs_csv(pairs_csv), [], []
-        else:
-            pairs, lonely_restored, lonely_reference = collect_pairs(restored, reference, recursive=recursive)
-        if len(pairs) > 1:
-            bar = tqdm(
-                total=len(pairs), desc="scoring", unit="pair", file=sys.stderr, disable=None, leave=False
-            )
-        result = score_pairs(pairs, metrics, **options)
-    except DeblurkitError as err:
-        click.echo(f"error: {err}", err=True)
-        ctx.exit(err.exit_code)
+        result = score_paths(
+            restored,
+            reference,
+            metrics,
+            pairs_csv=pairs_csv,
+            recursive=recursive,
+            on_pairs=on_pairs,
+            crop_border=crop_border,
+            y_channel=y_channel,
+            device=device,
+            workers=workers,
+            on_result=on_result,
+        )
     finally:
         if bar is not None:
             bar.close()
-    result.unmatched_restored = lonely_restored
-    result.unmatched_reference = lonely_reference
 
     _report_unmatched("restored", result.unmatched_restored)
     _report_unmatched("reference", result.unmatched_reference)

@@ -318,7 +318,8 @@ def synth(
       deblurkit synth gopro-frames/ -o frame-pairs/ --from-frames --frames-count 7,13
     """
     from ..synthesis.frames import FrameAveraging, frame_sequences, synthesize_from_frames
-    from ..training.data import find_images, synthesize_pairs
+    from ..synthesis.pairs import synthesize_pairs
+    from ..training.data import sharp_images
 
     if from_frames:
         given = {
@@ -335,7 +336,7 @@ def synth(
         records = synthesize_from_frames(sharp_dir, output, averaging, stride=stride, seed=seed)
     else:
         degradation = Degradation(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
-        total = len(find_images(sharp_dir))
+        total = len(sharp_images(sharp_dir))
         records = synthesize_pairs(sharp_dir, output, degradation, seed)
     written = 0
     with tqdm(total=total, unit="pair", disable=quiet) as bar:

@@ -9,7 +9,6 @@ metrics of :mod:`deblurkit.metrics` in torch. Nothing here prints: results come 
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import os
 from collections import deque
@@ -22,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DeblurkitError
-from ..imaging.compare import is_comparison
+from ..errors import DeblurkitError, UsageError
+from ..imaging.discovery import DataError, images_by_key, match_by_key, read_list
 from ..imaging.reading import DEFAULT_MAX_PIXELS, LoadedImage, read_image
 from ..inference.device import resolve_device
 from ..metrics import (
@@ -38,7 +37,6 @@ from ..metrics import (
 
 __all__ = [
     "DEFAULT_METRICS",
-    "IMAGE_SUFFIXES",
     "Pair",
     "PairResult",
     "PairingError",
@@ -51,8 +49,6 @@ __all__ = [
 ]
 
 DEFAULT_METRICS = ("psnr", "ssim")
-_RASTER = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-IMAGE_SUFFIXES = frozenset((*_RASTER, ".ppm", ".pgm", ".pbm", ".pnm", ".gif", ".tga"))
 SAMPLE_CONVENTION = (
     "samples in the file's own type with data range 255 (8-bit), 65535 (16-bit) or 1 (float); a pair of "
     "different sample types is compared in [0, 1] float64; EXIF orientation applied; alpha ignored; "
@@ -60,10 +56,8 @@ SAMPLE_CONVENTION = (
 )
 
 
-class PairingError(DeblurkitError):
+class PairingError(UsageError):
     """The inputs cannot be paired (a usage error): a file against a folder, a bad CSV, no images."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -147,18 +141,6 @@ class ScoreResult:
         }
 
 
-def _images_in(folder: Path, recursive: bool) -> dict[str, list[Path]]:
-    found: dict[str, list[Path]] = {}
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    for path in sorted(candidates):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if path.is_file() and not is_comparison(path):
-            found.setdefault(rel.with_suffix("").as_posix(), []).append(path)
-    return found
-
-
 def pair_folders(
     restored: Path, reference: Path, *, recursive: bool = False
 ) -> tuple[list[Pair], list[Path], list[Path]]:
@@ -167,26 +149,15 @@ def pair_folders(
     Returns the pairs and the unmatched files of each side; a name that matches several files on
     one side (``x.png`` and ``x.jpg``) is ambiguous and its files count as unmatched.
     """
-    left, right = _images_in(restored, recursive), _images_in(reference, recursive)
+    left = images_by_key(restored, recursive=recursive)
+    right = images_by_key(reference, recursive=recursive)
+    hint = "" if recursive else " (try --recursive)"
     if not left:
-        raise PairingError(f"no images found in {restored}" + ("" if recursive else " (try --recursive)"))
+        raise PairingError(f"no images found in {restored}{hint}")
     if not right:
-        raise PairingError(f"no images found in {reference}" + ("" if recursive else " (try --recursive)"))
-    pairs: list[Pair] = []
-    unmatched_left: list[Path] = []
-    unmatched_right: list[Path] = []
-    for key, files in left.items():
-        refs = right.get(key, [])
-        if len(files) == 1 and len(refs) == 1:
-            pairs.append(Pair(files[0], refs[0]))
-        else:
-            unmatched_left.extend(files)
-            if len(refs) > 1:
-                unmatched_right.extend(refs)
-    for key, refs in right.items():
-        if key not in left:
-            unmatched_right.extend(refs)
-    return pairs, unmatched_left, sorted(unmatched_right)
+        raise PairingError(f"no images found in {reference}{hint}")
+    matched, lonely_left, lonely_right = match_by_key(left, right)
+    return [Pair(mine, theirs) for _, mine, theirs in matched], lonely_left, lonely_right
 
 
 def read_pairs_csv(path: str | Path) -> list[Pair]:
@@ -196,20 +167,14 @@ def read_pairs_csv(path: str | Path) -> list[Pair]:
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fp:
-            rows = [row for row in csv.reader(fp) if any(cell.strip() for cell in row)]
-    except OSError as err:
-        raise PairingError(f"{path}: cannot read the pairs CSV: {' '.join(str(err).split())}") from err
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise PairingError(f"{path}: not a CSV text file: {' '.join(str(err).split())}") from err
-    if rows and all(not Path(cell.strip()).suffix for cell in rows[0]):
-        rows = rows[1:]
+        rows = read_list(path)
+    except DataError as err:
+        raise PairingError(str(err)) from None
     pairs = []
     for number, row in enumerate(rows, start=1):
-        cells = [cell.strip() for cell in row]
-        if len(cells) < 2 or not cells[0] or not cells[1]:
+        if len(row) < 2:
             raise PairingError(f"{path}: row {number} needs two paths (restored,reference), got {row!r}")
-        pairs.append(Pair(path.parent / cells[0], path.parent / cells[1]))
+        pairs.append(Pair(row[0], row[1]))
     if not pairs:
         raise PairingError(f"{path}: no pairs in the CSV")
     return pairs
@@ -398,15 +363,26 @@ def collect_pairs(
 
 
 def score_paths(
-    restored: str | Path,
-    reference: str | Path,
+    restored: str | Path | None = None,
+    reference: str | Path | None = None,
     metrics: str | Iterable[str] = DEFAULT_METRICS,
     *,
+    pairs_csv: str | Path | None = None,
     recursive: bool = False,
+    on_pairs: Callable[[int], None] | None = None,
     **options: Any,
 ) -> ScoreResult:
-    """Score two files, or two folders paired by relative path; ``options`` as for :func:`score_pairs`."""
-    pairs, lonely_restored, lonely_reference = collect_pairs(restored, reference, recursive=recursive)
+    """Score two files, two folders paired by relative path, or the pairs of a CSV (``pairs_csv``);
+    what ``deblurkit score`` runs. ``on_pairs(count)`` is called once the pairs are known, before
+    scoring; ``options`` as for :func:`score_pairs`."""
+    if pairs_csv is not None:
+        pairs, lonely_restored, lonely_reference = read_pairs_csv(pairs_csv), [], []
+    else:
+        if restored is None or reference is None:
+            raise PairingError("give RESTORED and REFERENCE (two files or two folders), or a pairs CSV")
+        pairs, lonely_restored, lonely_reference = collect_pairs(restored, reference, recursive=recursive)
+    if on_pairs is not None:
+        on_pairs(len(pairs))
     result = score_pairs(pairs, metrics, **options)
     result.unmatched_restored = lonely_restored
     result.unmatched_reference = lonely_reference

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, one_line
 
 __all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "from_float", "read_image", "to_float"]
 
-DEFAULT_MAX_PIXELS = 20000 * 20000
-"""Largest image ``read_image`` accepts by default (400 megapixels)."""
+DEFAULT_MAX_PIXELS = 200_000_000
+"""Largest image deblurkit reads by default (200 megapixels); each command has an option to raise it."""
 
 # Pillow raw modes that truncate 16-bit PNG samples to 8 bits, and the raw mode that reads the
 # other (low) byte of each sample with the same filter stride (grey+alpha: see _png_16bit).
@@ -89,10 +89,6 @@ def from_float(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     np.clip(values, 0, 1, out=values)
     values *= top
     return np.rint(values, out=values).astype(dtype)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _open(fp: io.BufferedReader, filename: str) -> Image.Image:
@@ -203,7 +199,7 @@ def _pillow_pixels(image: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarr
         try:
             converted = image.convert("RGBA" if has_alpha else "RGB")
         except ValueError as err:
-            raise ImageReadError(f"{path}: cannot convert {mode} to RGB: {_one_line(err)}") from err
+            raise ImageReadError(f"{path}: cannot convert {mode} to RGB: {one_line(err)}") from err
         pixels, alpha = _split(np.asarray(converted), has_alpha)
         return pixels, alpha, 8
     raise ImageReadError(f"{path}: unsupported image mode {mode!r}")
@@ -279,7 +275,7 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
     except ImageReadError:
         raise
     except Exception as err:  # tifffile raises many types for broken files
-        raise ImageReadError(f"{path}: cannot decode TIFF: {_one_line(err)}") from err
+        raise ImageReadError(f"{path}: cannot decode TIFF: {one_line(err)}") from err
     if array.ndim != 3 or array.shape[2] not in (2, 3, 4):
         raise ImageReadError(f"{path}: unsupported TIFF layout {array.shape} ({array.dtype})")
     if array.dtype == np.uint16 or array.dtype == np.float32:
@@ -318,7 +314,7 @@ def _decode(path: Path, max_pixels: int) -> LoadedImage:
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except OSError as err:
-        raise ImageReadError(f"{path}: cannot read: {_one_line(err)}") from err
+        raise ImageReadError(f"{path}: cannot read: {one_line(err)}") from err
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image")
     if size == 0:
@@ -355,11 +351,11 @@ def _decode(path: Path, max_pixels: int) -> LoadedImage:
     except ImageReadError:
         raise
     except Image.DecompressionBombError as err:
-        raise ImageReadError(f"{path}: image is too large: {_one_line(err)}") from err
+        raise ImageReadError(f"{path}: image is too large: {one_line(err)}") from err
     except MemoryError as err:
         raise ImageReadError(f"{path}: not enough memory to decode the image") from err
     except _DECODE_ERRORS as err:
-        reason = _one_line(err)
+        reason = one_line(err)
         if "truncated" in reason.lower():
             raise ImageReadError(f"{path}: file is truncated (incomplete image data)") from err
         raise ImageReadError(f"{path}: cannot decode image: {reason}") from err

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import DeblurkitError
+from ..errors import UsageError
 
 __all__ = ["DeviceError", "resolve_device"]
 
 
-class DeviceError(DeblurkitError):
+class DeviceError(UsageError):
     """A device that does not exist here (a usage error)."""
-
-    exit_code = 2
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:

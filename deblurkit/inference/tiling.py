@@ -6,7 +6,7 @@ ends at the image border is padded there exactly as the whole image is. Each til
 product of two 1-D ramps across the overlaps with its neighbours (none on the image-border sides): the
 outer quarter of an overlap, where the network saw the tile's edge, gets weight 0, the middle half a
 raised-cosine cross-fade, the inner quarter 1. Weights are normalised so that all tiles' weights sum to
-one at every pixel; merging is a weighted sum into a float32 host buffer (:class:`Accumulator`).
+one at every pixel; merging is a weighted sum into a float32 host buffer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import torch
 from ..archs import SizeRule
 
 __all__ = [
-    "Accumulator",
     "Tile",
     "TilePlan",
     "auto_tile",
@@ -228,17 +227,6 @@ def auto_tile(
         if cost < best_cost:
             best, best_cost = (tile_h, tile_w), cost
     return best
-
-
-class Accumulator:
-    """A float32 host buffer that tile outputs, already weighted, are added into."""
-
-    def __init__(self, height: int, width: int, channels: int) -> None:
-        self.values = np.zeros((height, width, channels), np.float32)
-
-    def add(self, tile: Tile, weighted: np.ndarray) -> None:
-        """Add an h×w×C tile output that has been multiplied by ``tile.weights()``."""
-        self.values[tile.slices] += weighted
 
 
 _CPU_OOM_MARKERS = ("not enough memory", "defaultcpuallocator", "out of memory", "can't allocate memory")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import DeblurkitError
+from ..errors import DeblurkitError, UsageError
 
 __all__ = [
     "Metric",
@@ -34,10 +34,8 @@ OPTION_CROP_BORDER = "crop_border"
 OPTION_Y_CHANNEL = "y_channel"
 
 
-class UnknownMetricError(DeblurkitError):
+class UnknownMetricError(UsageError):
     """A metric name that is not registered (a usage error)."""
-
-    exit_code = 2
 
 
 class MetricUnavailableError(DeblurkitError):

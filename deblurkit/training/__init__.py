@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from .config import (
     COMMAND_DEFAULTS,
-    PIXEL_LOSS,
     ConfigError,
     TrainConfig,
     default_loss,
@@ -20,7 +19,6 @@ from .loop import Event, NonFiniteLossError, Trainer, TrainResult, push_to_hub, 
 
 __all__ = [
     "COMMAND_DEFAULTS",
-    "PIXEL_LOSS",
     "ConfigError",
     "Event",
     "NonFiniteLossError",

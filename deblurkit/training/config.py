@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeblurkitError
+from ..archs import get_architecture
+from ..errors import UsageError
 from ..synthesis.blur import Degradation
 
 if sys.version_info >= (3, 11):
@@ -30,7 +31,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = [
     "COMMAND_DEFAULTS",
-    "PIXEL_LOSS",
     "SECTIONS",
     "ConfigError",
     "TrainConfig",
@@ -46,20 +46,9 @@ __all__ = [
 
 SECTIONS = ("model", "data", "synth", "loss", "optim", "output")
 
-PIXEL_LOSS = {
-    "nafnet": "psnr",
-    "nafnet-local": "psnr",
-    "restormer": "l1",
-    "uformer": "charbonnier",
-    "maxim": "charbonnier",
-}
-"""The pixel loss each architecture's official recipe trains with (``l1`` for others)."""
 
-
-class ConfigError(DeblurkitError):
+class ConfigError(UsageError):
     """A bad option or config file (exit code 2, like a usage error)."""
-
-    exit_code = 2
 
 
 def _opt(default: Any, section: str, help: str, **extra: Any) -> Any:
@@ -283,8 +272,12 @@ def degradation_of(config: TrainConfig) -> Degradation:
 
 
 def default_loss(architecture: str, mae: bool = True) -> str:
-    """The architecture's pixel loss (:data:`PIXEL_LOSS`) plus, by default, ``0.1*mae_local``."""
-    pixel = PIXEL_LOSS.get(architecture, "l1")
+    """The pixel loss of the architecture's official recipe (``l1`` for an unknown one) plus, by default,
+    ``0.1*mae_local``."""
+    try:
+        pixel = get_architecture(architecture).pixel_loss
+    except KeyError:
+        pixel = "l1"
     return f"{pixel} + 0.1*mae_local" if mae else pixel
 
 

@@ -1,8 +1,7 @@
 """Training data: pairs found and checked up front, seeded random crops, synthetic pairs on the fly.
 
-* :func:`find_pairs` reads a folder in any of the usual layouts (``blur/`` + ``sharp/``, ``input/`` +
-  ``target/``, ``lq/`` + ``gt/``, at any depth, so GoPro's ``train/<scene>/blur|sharp`` works),
-  matching files by relative path and stem, or a CSV/txt list of pairs. :func:`check_pairs` then
+* Pairs are found by :func:`~deblurkit.imaging.discovery.find_pairs` (any of the usual layouts at
+  any depth, or a list of pairs). :func:`check_pairs` then
   reads every image header (or decodes every image) and collects unmatched files, unreadable images,
   size mismatches and images smaller than the crop; :class:`DataError` reports them in one line.
 * :class:`PairCrops` and :class:`SynthCrops` are map-style datasets indexed by ``(epoch, index)``:
@@ -14,13 +13,9 @@
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,197 +23,40 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..errors import DeblurkitError, ImageReadError
-from ..imaging.compare import is_comparison
-from ..imaging.reading import from_float, read_image, to_float
+from ..errors import ImageReadError
+from ..imaging.discovery import DataError, DataScan, Pair, image_files, read_list
+from ..imaging.reading import read_image, to_float
 from ..synthesis.blur import Degradation, degrade
 
 __all__ = [
-    "IMAGE_SUFFIXES",
-    "PAIR_LAYOUTS",
-    "DataError",
-    "DataScan",
     "EpochBatches",
     "MixedCrops",
-    "Pair",
     "PairCrops",
     "SynthCrops",
     "ValidationSet",
     "augment",
     "check_pairs",
-    "find_images",
-    "find_pairs",
-    "has_pairs",
     "load_rgb",
     "sample_rng",
+    "sharp_images",
     "split",
-    "synthesize_pairs",
-    "write_sample_photos",
 ]
 
-PAIR_LAYOUTS = (("blur", "sharp"), ("input", "target"), ("lq", "gt"))
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm"})
-_EXAMPLES = 3
 # Tags that keep the seeded streams of samples, epoch orders and validation pairs apart.
 _SAMPLE, _ORDER, _VALIDATION, _MIX = 0, 1, 2, 3
 
 
-class DataError(DeblurkitError):
-    """Training data that cannot be used as given (exit code 2, like a usage error)."""
-
-    exit_code = 2
-
-
-@dataclass(frozen=True)
-class Pair:
-    """A blurry input and its sharp target; ``name`` identifies it in messages."""
-
-    input: Path
-    target: Path
-    name: str
-
-
-@dataclass
-class DataScan:
-    """The pairs a source holds and the problems found with it (one line each)."""
-
-    source: Path
-    pairs: list[Pair]
-    problems: dict[str, list[str]] = field(default_factory=dict)
-
-    def add(self, kind: str, item: str) -> None:
-        self.problems.setdefault(kind, []).append(item)
-
-    @property
-    def bad(self) -> int:
-        """Number of problems found."""
-        return sum(len(items) for items in self.problems.values())
-
-    def summary(self) -> str:
-        """One line: how many problems of each kind, with examples."""
-        parts = []
-        for kind, items in self.problems.items():
-            shown = ", ".join(items[:_EXAMPLES]) + (", …" if len(items) > _EXAMPLES else "")
-            parts.append(f"{len(items)} {kind} ({shown})")
-        return "; ".join(parts)
-
-    def report(self) -> str:
-        """Every problem, one per line."""
-        return "".join(f"{kind}: {item}\n" for kind, items in self.problems.items() for item in items)
-
-
-# -- finding pairs -----------------------------------------------------------------------------------
-def _images_under(folder: Path) -> dict[str, Path]:
-    """Image files below ``folder`` by relative path without suffix (hidden files skipped)."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if is_comparison(path):
-            continue
-        found.setdefault(relative.with_suffix("").as_posix(), path)
-    return found
-
-
-def find_images(source: str | Path) -> list[Path]:
+def sharp_images(source: str | Path) -> list[Path]:
     """Every image file below a folder (sorted, hidden files skipped), or the images a list names."""
     source = Path(source)
     if source.is_file():
-        return [Path(row[0]) for row in _list_rows(source)]
+        return [row[0] for row in read_list(source)]
     if not source.is_dir():
         raise DataError(f"{source}: no such folder")
-    images = list(_images_under(source).values())
+    images = image_files(source)
     if not images:
         raise DataError(f"{source}: no images found")
     return images
-
-
-def _pair_roots(source: Path) -> list[tuple[Path, str, str]]:
-    """Folders (at any depth) holding one of the pair layouts, and the layout's folder names."""
-    roots = []
-    for folder, dirs, _ in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        names = set(dirs)
-        for blurry, sharp in PAIR_LAYOUTS:
-            if blurry in names and sharp in names:
-                roots.append((Path(folder), blurry, sharp))
-                dirs[:] = [d for d in dirs if d not in (blurry, sharp)]
-                break
-    return roots
-
-
-def has_pairs(source: str | Path) -> bool:
-    """True when ``source`` is a list of pairs or a folder holding one of the pair layouts."""
-    source = Path(source)
-    return (source.is_file() and source.suffix.lower() in (".csv", ".tsv", ".txt")) or (
-        source.is_dir() and bool(_pair_roots(source))
-    )
-
-
-def _scan_folder(source: Path) -> DataScan:
-    roots = _pair_roots(source)
-    if not roots:
-        layouts = ", ".join(f"{a}/ + {b}/" for a, b in PAIR_LAYOUTS)
-        raise DataError(
-            f"{source}: no pairs found; expected folders {layouts} (at any depth, e.g. GoPro's "
-            "train/<scene>/blur|sharp) or a CSV/txt list of pairs; for sharp images only, add --synthesize"
-        )
-    scan = DataScan(source, [])
-    for root, blurry, sharp in roots:
-        inputs, targets = _images_under(root / blurry), _images_under(root / sharp)
-        relative = root.relative_to(source)
-        for key in sorted(inputs.keys() | targets.keys()):
-            if key not in targets:
-                scan.add("inputs without a target", (relative / blurry / key).as_posix())
-            elif key not in inputs:
-                scan.add("targets without an input", (relative / sharp / key).as_posix())
-            else:
-                scan.pairs.append(Pair(inputs[key], targets[key], (relative / key).as_posix()))
-    return scan
-
-
-def _list_rows(path: Path) -> list[list[Path]]:
-    """Rows of a CSV/TSV/txt list (comma, tab or space separated), paths relative to the list."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read the list: {err}") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        delimiter = "," if "," in line else "\t" if "\t" in line else None
-        cells = next(csv.reader([line], delimiter=delimiter)) if delimiter else line.split()
-        cells = [c.strip() for c in cells if c.strip()]
-        if number == 1 and not any((path.parent / c).exists() for c in cells):
-            continue  # a header row
-        rows.append([path.parent / c for c in cells])
-    return rows
-
-
-def _scan_list(source: Path) -> DataScan:
-    scan = DataScan(source, [])
-    for row in _list_rows(source):
-        if len(row) != 2:
-            scan.add("list rows without exactly two paths", " ".join(map(str, row)))
-            continue
-        missing = [p for p in row if not p.is_file()]
-        if missing:
-            scan.add("listed files that do not exist", str(missing[0]))
-            continue
-        scan.pairs.append(Pair(row[0], row[1], row[0].relative_to(source.parent).as_posix()))
-    return scan
-
-
-def find_pairs(source: str | Path) -> DataScan:
-    """The pairs of a folder (any :data:`PAIR_LAYOUTS`, at any depth) or of a CSV/txt list."""
-    source = Path(source).expanduser()
-    if source.is_file():
-        return _scan_list(source)
-    if not source.is_dir():
-        raise DataError(f"{source}: no such folder or list of pairs")
-    return _scan_folder(source)
 
 
 # -- checking -----------------------------------------------------------------------------------------
@@ -444,77 +282,3 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
                 first = (j * self.world + self.rank) * self.batch
                 yield [(epoch, int(i)) for i in order[first : first + self.batch]]
             consumed = (epoch + 1) * self.per_epoch
-
-
-# -- a synthetic pair set on disk ------------------------------------------------------------------
-def synthesize_pairs(
-    source: str | Path, output: str | Path, settings: Degradation, seed: int = 0, *, suffix: str = ".png"
-) -> Iterator[dict]:
-    """Write ``output/blur`` and ``output/sharp`` from the sharp images below ``source``, and a record
-    per image (name, kernel, noise) to ``output/synth.jsonl``; yields the records. Each image's
-    randomness is seeded by (seed, its relative path), so adding images leaves the others' unchanged.
-
-    The blurry image keeps the sharp one's sample type (8-bit, 16-bit or float), its bit depth is the
-    quantisation unless ``settings.bits`` is 0.
-    """
-    from dataclasses import replace
-    from zlib import crc32
-
-    from ..imaging.writing import write_image
-
-    root, output = Path(source), Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    manifest = output / "synth.jsonl"
-    manifest.write_text(json.dumps({"seed": seed, "settings": asdict(settings)}) + "\n", encoding="utf-8")
-    for path in find_images(root):
-        name = path.relative_to(root).with_suffix("").as_posix() if root.is_dir() else path.stem
-        loaded = read_image(path)
-        bits = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(loaded.pixels.dtype, 0)
-        used = replace(settings, bits=bits if settings.bits else 0)
-        rng = np.random.default_rng([seed, crc32(name.encode())])
-        blurred, info = degrade(to_float(loaded.pixels), rng, used)
-        write_image(
-            output / "blur" / f"{name}{suffix}", from_float(blurred, loaded.pixels.dtype), like=loaded
-        )
-        write_image(output / "sharp" / f"{name}{suffix}", loaded.pixels, like=loaded)
-        record = {"name": name, **info}
-        with manifest.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        yield record
-
-
-# -- sample photographs ----------------------------------------------------------------------------
-_PHOTOS = (
-    "astronaut",
-    "camera",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "motorcycle_left",
-    "motorcycle_right",
-    "hubble_deep_field",
-    "brick",
-    "grass",
-    "gravel",
-    "coins",
-)
-
-
-def write_sample_photos(folder: str | Path, names: Sequence[str] = _PHOTOS) -> list[Path]:
-    """Write scikit-image's bundled photographs as PNGs into ``folder`` (a data set to try things on)."""
-    import skimage.data
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in names:
-        if name == "motorcycle_left":
-            image = skimage.data.stereo_motorcycle()[0]
-        elif name == "motorcycle_right":
-            image = skimage.data.stereo_motorcycle()[1]
-        else:
-            image = getattr(skimage.data, name)()
-        path = folder / f"{name}.png"
-        Image.fromarray(np.asarray(image)).save(path)
-        written.append(path)
-    return written

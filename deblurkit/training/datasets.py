@@ -6,22 +6,10 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..imaging.discovery import DataError, DataScan, Pair, find_pairs, has_pairs
 from ..synthesis.frames import FrameAveraging, FrameCrops, frame_sequences
 from .config import TrainConfig
-from .data import (
-    DataError,
-    DataScan,
-    MixedCrops,
-    Pair,
-    PairCrops,
-    SynthCrops,
-    ValidationSet,
-    check_pairs,
-    find_images,
-    find_pairs,
-    has_pairs,
-    split,
-)
+from .data import MixedCrops, PairCrops, SynthCrops, ValidationSet, check_pairs, sharp_images, split
 
 __all__ = ["PROBLEMS_FILE", "training_data"]
 
@@ -34,7 +22,7 @@ def _scan(source: str, crop: int, config: TrainConfig, synthesize: bool) -> Data
     if not synthesize:
         return check_pairs(find_pairs(source), crop, full=full)
     root = Path(source)
-    images = find_images(root)
+    images = sharp_images(root)
     names = [p.relative_to(root).as_posix() if root.is_dir() else p.name for p in images]
     scan = DataScan(root, [Pair(p, p, name) for p, name in zip(images, names, strict=True)])
     return check_pairs(scan, crop, full=full, paired=False)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..archs import get_architecture
-from ..errors import DeblurkitError, WeightsError
+from ..errors import DeblurkitError, WeightsError, one_line
 from ..imaging.atomic import write_atomic
 from ..zoo.models import build_network, load_model, resolve_model, save_model
 from ..zoo.restorer import Restorer
@@ -211,11 +211,6 @@ def _encoder_licence(name: str) -> str:
         return ENCODER_LICENCE if "mae" in name else ""
 
 
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
 def push_to_hub(folder: Path, repo: str) -> str:
     """Publish a model folder (without its ``train/`` files) as Hub model ``repo``; returns its URL."""
     from huggingface_hub import HfApi
@@ -231,7 +226,7 @@ def push_to_hub(folder: Path, repo: str) -> str:
             commit_message="Upload model trained with deblurkit",
         )
     except Exception as err:  # huggingface_hub raises many types (HTTP, offline, auth)
-        raise DeblurkitError(f"could not push {folder} to the Hub as {repo}: {_one_line(err)}") from None
+        raise DeblurkitError(f"could not push {folder} to the Hub as {repo}: {one_line(err)}") from None
     return f"https://huggingface.co/{repo}"
 
 
@@ -336,8 +331,7 @@ class Trainer:
                 network.load_state_dict(self.source.weights, strict=True)
             except RuntimeError as err:
                 raise ConfigError(
-                    f"the weights of {self.source.base} do not fit the changed --arch-config: "
-                    f"{_one_line(err)}"
+                    f"the weights of {self.source.base} do not fit the changed --arch-config: {one_line(err)}"
                 ) from None
         network = network.to(ctx.device).train()
         if config.channels_last:
@@ -523,7 +517,7 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """PSNR, SSIM (and the MAE distance) of the (EMA) network on the validation images (rank 0)."""
-        from ..inference.engine import Deblurrer
+        from ..inference.deblurrer import Deblurrer
 
         network = self._eval_network()
         was_training = network.training

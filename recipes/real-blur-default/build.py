@@ -55,7 +55,8 @@ def truncate(package: Path) -> tuple[torch.nn.Module, dict]:
 def cpu_seconds_720p(model: torch.nn.Module, threads: int = 2) -> float:
     """Best of three forwards of a real 1280×720 frame (the first held-out blurry one) through
     ``model``, with ``threads`` threads."""
-    from deblurkit.training.data import find_pairs, load_rgb
+    from deblurkit.imaging.discovery import find_pairs
+    from deblurkit.training.data import load_rgb
 
     torch.set_num_threads(threads)
     frame = load_rgb(find_pairs(HERE / "heldout-real-pairs.csv").pairs[0].input)

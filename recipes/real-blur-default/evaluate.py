@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from deblurkit.evaluation.score import Pair, score_pairs
-from deblurkit.inference.engine import deblur_files
+from deblurkit.imaging.discovery import find_pairs
+from deblurkit.inference.batch import deblur_files
 from deblurkit.synthesis.blur import Degradation
-from deblurkit.training.data import find_pairs, synthesize_pairs
+from deblurkit.synthesis.pairs import synthesize_pairs
 from deblurkit.zoo.models import load_model
 from deblurkit.zoo.restorer import Restorer
 
