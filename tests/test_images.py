@@ -1,4 +1,4 @@
-"""deblurkit.images: sample types kept exactly, orientation applied, one-line errors."""
+"""deblurkit.imaging.reading: sample types kept exactly, orientation applied, one-line errors."""
 
 from __future__ import annotations
 

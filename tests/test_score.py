@@ -1,4 +1,4 @@
-"""deblurkit.score and the ``score`` command: pairing, failures, output formats, exit codes."""
+"""deblurkit.evaluation.score and the ``score`` command: pairing, failures, output formats, exit codes."""
 
 from __future__ import annotations
 

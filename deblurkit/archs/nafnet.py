@@ -268,7 +268,7 @@ class NAFNet(nn.Module):
         if height % self.multiple or width % self.multiple:
             raise ValueError(
                 f"NAFNet needs H and W multiples of {self.multiple}, got {height}×{width} "
-                "(wrap it in deblurkit.restorer.Restorer to pad any size)"
+                "(wrap it in deblurkit.Restorer to pad any size)"
             )
 
 

@@ -22,11 +22,13 @@ def cli() -> None:
       deblurkit zoo list
       deblurkit deblur photos/ -o restored/
       deblurkit score restored/ sharp/ --metrics psnr,ssim
+      deblurkit eval --data GoPro/test -m maxim-s1-fast -m maxim-gopro -o eval/
     """
 
 
 def _register_commands() -> None:
     from . import deblur as deblur_commands
+    from . import eval as eval_commands
     from . import score as score_commands
     from . import train as train_commands
     from . import zoo as zoo_commands
@@ -34,6 +36,7 @@ def _register_commands() -> None:
     cli.add_command(deblur_commands.deblur)
     cli.add_command(zoo_commands.zoo)
     cli.add_command(score_commands.score)
+    cli.add_command(eval_commands.eval_command)
     cli.add_command(train_commands.train_command)
     cli.add_command(train_commands.finetune)
     cli.add_command(train_commands.synth)

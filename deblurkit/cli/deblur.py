@@ -24,7 +24,7 @@ _EXTENSIONS = sorted({suffix.lstrip(".") for suffix in WRITE_FORMATS})
 _NO_PIXEL_LIMIT = 1e12  # megapixels: larger --max-megapixels values (up to 1e308) mean no limit
 
 
-class _TileType(click.ParamType):
+class TileType(click.ParamType):
     """``auto``, 0 (whole image) or a tile side in pixels."""
 
     name = "auto|N|0"
@@ -120,7 +120,7 @@ class _Report:
 )
 @click.option(
     "--tile",
-    type=_TileType(),
+    type=TileType(),
     default="auto",
     show_default=True,
     help="Tile side in pixels; auto fits the free memory; 0 = whole image.",
@@ -220,8 +220,11 @@ def deblur(
     for note in run.notes:
         click.echo(f"{prefix}note: {note}", err=True)
     report = _Report(as_json, len(run), quiet, prefix)
-    for result in run:
-        report.add(result)
+    try:
+        for result in run:
+            report.add(result)
+    finally:  # a run that stops (a full disk) says why on a line of its own
+        report.bar.close()
     click.echo(report.summary(), err=True)
     if report.counts["done"]:
         click.echo(f"{prefix}outputs in {run.output_dir}", err=True)

@@ -245,7 +245,7 @@ def _data_range(dtype: np.dtype) -> float:
 
 
 def score_plain(restored: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """``deblurkit score``'s default metrics with its sample convention (see :mod:`deblurkit.score`)."""
+    """``deblurkit score``'s default metrics and sample convention (:mod:`deblurkit.evaluation.score`)."""
     from ..metrics import get_metric
     from .score import DEFAULT_METRICS
 

@@ -1,7 +1,7 @@
 """The MAE perceptual losses of Liang et al., *Image Deblurring by Exploring In-depth Properties of
 Transformer* (TNNLS 2024), as the official code (erfect2020/TransformerPerceptualLoss) computes them.
 
-φ_l is the output of block l of a frozen encoder (:class:`~deblurkit.encoders.ViTEncoder`), for the
+φ_l is the output of block l of a frozen encoder (:class:`~deblurkit.losses.encoders.ViTEncoder`), for the
 same kept tokens of the restored image Î and the target I, the CLS token first. Half-precision
 features are cast to fp32 before any arithmetic, so the losses accumulate in fp32 under autocast.
 

@@ -2,7 +2,7 @@
 
 A :class:`Metric` computes one number per image pair from batched B×C×H×W tensors holding the
 file's own sample values (integers for 8/16-bit files, floats for float files) plus the data range
-those values live in. The runner (:mod:`deblurkit.score`) crops borders and converts to the Y
+those values live in. The runner (:mod:`deblurkit.evaluation.score`) crops borders and converts to the Y
 channel first, for the metrics whose ``options`` name those steps. New metrics (e.g. the MAE
 feature distances) join with :func:`register`.
 """

@@ -239,7 +239,7 @@ class TrainConfig:
     )
 
     def degradation(self) -> Degradation:
-        """The synthesis settings as a :class:`~deblurkit.blur.Degradation`."""
+        """The synthesis settings as a :class:`~deblurkit.synthesis.blur.Degradation`."""
         return degradation_of(self)
 
 
@@ -263,7 +263,7 @@ def option_fields() -> list[dataclasses.Field]:
 
 
 def degradation_of(config: TrainConfig) -> Degradation:
-    """The ``synth_*`` options as a :class:`~deblurkit.blur.Degradation`."""
+    """The ``synth_*`` options as a :class:`~deblurkit.synthesis.blur.Degradation`."""
     values = {name: getattr(config, f"synth_{name}") for name in Degradation.field_names()}
     for name, value in values.items():
         if isinstance(value, list):

@@ -183,7 +183,7 @@ class PairCrops(Dataset):
 
 
 class SynthCrops(PairCrops):
-    """Pairs made on the fly from sharp images: a random crop, blurred with :func:`~deblurkit.blur.degrade`
+    """Pairs made on the fly from sharp images: a random crop, blurred with :func:`~deblurkit.synthesis.blur.degrade`
     (the kernel sees real image context around the crop), then flipped/rotated."""
 
     def __init__(
