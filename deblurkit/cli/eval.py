@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..evaluation.benchmark import INPUT_ROW, EvalResult, run_eval
-from ..evaluation.html_report import ReportImage, write_html_report
+from ..evaluation.benchmark import INPUT_ROW, run_eval
 from ..evaluation.protocols import protocol_names
+from ..evaluation.reports import write_eval_report
 from ..evaluation.results import means_table, to_dict, write_results
 from ..inference.batch import DEFAULT_MODEL
 from ..inference.deblurrer import DEFAULT_OVERLAP, PRECISIONS
@@ -20,34 +20,6 @@ from .deblur import TileType
 from .errors import Command
 
 __all__ = ["eval_command"]
-
-
-def write_eval_report(result: EvalResult, out: Path) -> Path:
-    """``OUT/report.html`` for an eval result: input, each model's outputs and the sharp targets of every
-    pair that could be read."""
-    images = [
-        ReportImage(
-            name=item.pair.name,
-            input=item.pair.input,
-            outputs={row: path for row, path in item.outputs.items() if row in item.scores},
-            reference=item.pair.target,
-            scores=item.scores,
-        )
-        for item in result.images
-        if INPUT_ROW in item.scores  # an unreadable pair has nothing to show
-    ]
-    notes = [
-        f"{len(images)} pairs from {result.data}, protocol {result.protocol.name}: "
-        f"{result.protocol.description} ({result.protocol.source})",
-    ]
-    return write_html_report(
-        out / "report.html",
-        title=f"deblurkit eval: {result.data.name or result.data}",
-        images=images,
-        means=result.means(),
-        columns=result.columns,
-        notes=notes,
-    )
 
 
 class _Progress:
