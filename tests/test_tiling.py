@@ -143,3 +143,13 @@ def test_out_of_memory_detection():
     )
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_host_memory_comes_from_a_portable_source():
+    import psutil
+
+    from deblurkit.inference.memory import CPU_TILE_MEMORY, host_available_memory, tile_memory_budget
+
+    available = host_available_memory()
+    assert 0 < available <= psutil.virtual_memory().total
+    assert 0 < tile_memory_budget(torch.device("cpu")) <= CPU_TILE_MEMORY

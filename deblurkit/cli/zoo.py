@@ -101,6 +101,8 @@ def info(name: str, as_json: bool) -> None:
         lines.append(f"{'weights:':15} {where} ({weights.format})")
         pin = weights.sha256 or "not pinned by deblurkit; verified against the Hub's LFS checksum"
         lines.append(f"{'sha256:':15} {pin}")
+        if weights.revision_note:
+            lines.append(f"{'revision note:':15} {' '.join(weights.revision_note.split())}")
         if weights.download_page:
             lines.append(f"{'download page:':15} {weights.download_page}")
     if entry.reproduce:

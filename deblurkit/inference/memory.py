@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 
+import psutil
 import torch
 
-__all__ = ["CPU_TILE_MEMORY", "peak_memory", "tile_memory_budget"]
+__all__ = ["CPU_TILE_MEMORY", "host_available_memory", "peak_memory", "tile_memory_budget"]
 
 CPU_TILE_MEMORY = 3 * 2**29
 """Most memory (bytes) an auto-sized tile may use on CPU: 1.5 GiB."""
@@ -16,16 +16,10 @@ CPU_TILE_MEMORY = 3 * 2**29
 _MEMORY_SAFETY = 0.8
 
 
-def _host_available_memory() -> int:
-    """Bytes of RAM available to new allocations (MemAvailable), without psutil."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+def host_available_memory() -> int:
+    """Bytes of RAM available to new allocations without swapping, on Linux, macOS and Windows alike
+    (psutil's ``available``: MemAvailable on Linux, free + inactive on macOS)."""
+    return int(psutil.virtual_memory().available)
 
 
 def tile_memory_budget(device: torch.device) -> int:
@@ -33,7 +27,7 @@ def tile_memory_budget(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * _MEMORY_SAFETY)
-    return int(min(_host_available_memory() * _MEMORY_SAFETY, CPU_TILE_MEMORY))
+    return int(min(host_available_memory() * _MEMORY_SAFETY, CPU_TILE_MEMORY))
 
 
 def _rss_and_peak() -> tuple[int, int]:

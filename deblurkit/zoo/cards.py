@@ -8,7 +8,9 @@ A card is data, not code: adding a checkpoint is adding a file to ``zoo/``. Card
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ __all__ = ["WeightsSource", "ZooEntry", "all_entries", "card_folders", "get_entr
 
 KINDS = ("deblur", "encoder")
 FORMATS = ("safetensors", "pth", "tfjs")
+# A Hub revision that cannot move: a full (40-hex, lowercase) git commit id.
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,10 @@ class WeightsSource:
     """Where an entry's weights live and how to trust them.
 
     ``repo_id``/``filename``/``revision`` locate the file on the Hugging Face Hub (``repo_id`` is
-    empty when there is no Hub copy; ``download_page`` then says where to get it). ``sha256`` pins
+    empty when there is no Hub copy; ``download_page`` then says where to get it). ``revision`` is a
+    full 40-hex commit id, so that the file cannot change under the card; a built-in card whose
+    revision is anything else (a branch such as ``main``) must say why in ``revision_note``, a plain
+    sentence (which may also say what about the pinned file could not be confirmed). ``sha256`` pins
     the file's content; when empty, the download is verified against the Hub's own LFS checksum
     instead (and reported as not pinned). ``format`` is ``"safetensors"`` or ``"pth"``; ``key`` is the
     dict key that wraps the state dict in an upstream ``.pth`` (``params``, ``state_dict``, ...) and
@@ -47,6 +54,7 @@ class WeightsSource:
     filename: str
     repo_id: str = ""
     revision: str = "main"
+    revision_note: str = ""
     sha256: str = ""
     format: str = "safetensors"
     key: str = ""
@@ -68,10 +76,20 @@ class WeightsSource:
         """True when deblurkit pins the file's sha256 itself."""
         return bool(self.sha256)
 
+    @property
+    def revision_pinned(self) -> bool:
+        """True when ``revision`` is a full commit id (the file cannot move under the card)."""
+        return bool(_COMMIT.fullmatch(self.revision))
+
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One model card."""
+    """One model card.
+
+    An encoder's ``config`` holds its timm constructor arguments plus ``timm_model`` and, as the
+    pretrained weights expect, the input normalisation ``mean``/``std`` (per RGB channel, images in
+    [0, 1]); both or neither, checked when the card is read.
+    """
 
     name: str
     kind: str
@@ -121,7 +139,35 @@ def zoo_dir() -> Path:
     raise DeblurkitError(f"the model zoo folder is missing (looked in {here / 'catalog'})")
 
 
-def _parse_card(path: Path) -> ZooEntry:
+def _check_revision(name: str, weights: WeightsSource) -> None:
+    """A Hub-backed built-in card pins a full commit, or says in ``revision_note`` why it cannot."""
+    if not weights.on_hub or weights.revision_pinned:
+        return
+    if not isinstance(weights.revision_note, str) or not weights.revision_note.strip():
+        raise DeblurkitError(
+            f"model card {name}: revision {weights.revision!r} is not a 40-hex commit id; pin a commit "
+            "or explain why in revision_note"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_normalisation(name: str, config: Mapping[str, Any]) -> None:
+    """``mean``/``std`` in an encoder's config come together, as equal-length numbers, std > 0."""
+    if "mean" not in config and "std" not in config:
+        return
+    mean, std = config.get("mean"), config.get("std")
+    if not isinstance(mean, list) or not isinstance(std, list):
+        raise DeblurkitError(f"model card {name}: config mean and std must both be given, as lists")
+    if not mean or len(mean) != len(std) or not all(_is_number(v) for v in (*mean, *std)):
+        raise DeblurkitError(f"model card {name}: config mean and std must be equal-length lists of numbers")
+    if any(s <= 0 for s in std):
+        raise DeblurkitError(f"model card {name}: config std must be positive")
+
+
+def _parse_card(path: Path, *, builtin: bool = False) -> ZooEntry:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
@@ -140,6 +186,10 @@ def _parse_card(path: Path) -> ZooEntry:
         raise DeblurkitError(f"model card {path.name}: kind must be one of {KINDS}")
     if entry.weights and entry.weights.format not in FORMATS:
         raise DeblurkitError(f"model card {path.name}: weights format must be one of {FORMATS}")
+    if entry.weights and builtin:
+        _check_revision(path.name, entry.weights)
+    if entry.kind == "encoder":
+        _check_normalisation(path.name, entry.config)
     return entry
 
 
@@ -157,11 +207,15 @@ def all_entries() -> dict[str, ZooEntry]:
 @functools.cache
 def _entries_in(folders: tuple[Path, ...]) -> dict[str, ZooEntry]:
     entries: dict[str, ZooEntry] = {}
+    builtin = zoo_dir().resolve()
     for folder in folders:
+        # The built-in zoo must pin its Hub revisions; your own cards ($DEBLURKIT_ZOO_PATH) may follow
+        # a branch.
+        strict = folder.resolve() == builtin
         for path in sorted(folder.glob("*.toml")):
             if path.stem in entries:
                 raise DeblurkitError(f"model card {path} repeats the name {path.stem!r}")
-            entries[path.stem] = _parse_card(path)
+            entries[path.stem] = _parse_card(path, builtin=strict)
     return dict(sorted(entries.items()))
 
 
