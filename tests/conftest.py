@@ -20,10 +20,9 @@ os.environ.setdefault("OMP_NUM_THREADS", _THREADS)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from golden_files import GOLDEN, missing  # noqa: E402
 
 torch.set_num_threads(int(_THREADS))
-
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
 @pytest.fixture
@@ -36,5 +35,5 @@ def hf_home() -> Path:
 def golden() -> Path:
     """The folder of golden reference files (``shared/golden`` beside the repository)."""
     if not GOLDEN.is_dir():
-        pytest.skip(f"golden reference data not found at {GOLDEN}")
+        missing(f"golden reference data not found at {GOLDEN}")
     return GOLDEN

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from golden_files import GOLDEN
 from torch.nn import functional as F
 
 from deblurkit.archs import ARCHITECTURES, Architecture
@@ -15,13 +15,10 @@ from deblurkit.archs import nafnet as nafnet_module
 from deblurkit.archs.nafnet import LayerNorm2d, NAFNet, NAFNetLocal, tlc_kernel_sizes
 from deblurkit.zoo.restorer import Restorer
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 GOPRO = {"middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 28], "dec_blk_nums": [1, 1, 1, 1]}
 TINY = {"img_channel": 3, "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
 
-needs_golden = pytest.mark.skipif(
-    not GOLDEN.is_dir(), reason=f"golden data not found at {GOLDEN} (clone shared/ beside the repo)"
-)
+needs_golden = pytest.mark.usefixtures("golden")  # skips without the files (fails under DEBLURKIT_CI=1)
 
 
 def _load_golden(filename: str, name: str) -> tuple[Restorer, dict[str, torch.Tensor], dict[str, Any]]:

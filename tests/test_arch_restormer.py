@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from golden_files import golden_file
 from torch.nn import functional as F
 
 from deblurkit.archs import ARCHITECTURES
 from deblurkit.archs.restormer import Attention, LayerNorm, Restormer
 from deblurkit.zoo.restorer import Restorer
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Max abs error against the fp32 golden output of the tiny golden network (observed: 4e-3, 5e-4).
 AUTOCAST_TOLERANCE = {"bf16": 2e-2, "fp16": 3e-3}
@@ -24,19 +23,12 @@ FP16_MAX = torch.finfo(torch.float16).max
 ARCH = ARCHITECTURES["restormer"]
 
 
-def _golden_file(name: str) -> Path:
-    path = GOLDEN / name
-    if not path.exists():
-        pytest.skip(f"golden data {path} not found (clone the shared/ folder beside the repo)")
-    return path
-
-
 @pytest.fixture(scope="module")
 def golden() -> dict:
     """The golden Restorer (official weights, strict load), its input and the official output."""
     from safetensors import safe_open
 
-    with safe_open(str(_golden_file("restormer.safetensors")), "pt") as f:
+    with safe_open(str(golden_file("restormer.safetensors")), "pt") as f:
         meta = json.loads(f.metadata()["meta"])
         prefix, names = "weights/", f.keys()  # safe_open is not iterable
         weights = {k[len(prefix) :]: f.get_tensor(k) for k in names if k.startswith(prefix)}
@@ -68,7 +60,7 @@ def test_claimed_precisions_match_fp32(golden: dict, precision: str) -> None:
 
 
 def test_official_state_dict_shapes_load_strictly() -> None:
-    shapes = json.loads(_golden_file("official_state_dict_shapes.json").read_text())["restormer"]
+    shapes = json.loads(golden_file("official_state_dict_shapes.json").read_text())["restormer"]
     with torch.device("meta"):
         network = ARCH.build(**ARCH.default_config)
     ours = {name: list(t.shape) for name, t in network.state_dict().items()}

@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from golden_files import golden_file
 from safetensors import safe_open
 
 from deblurkit.archs import get_architecture
 from deblurkit.archs.uformer import LeWinTransformerBlock, Uformer
 from deblurkit.zoo.restorer import Restorer
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 ARCH = get_architecture("uformer")
 # The configuration of the golden data: every stage one block deep, so no block shifts its windows.
 SMALL = {"img_size": 128, "embed_dim": 8, "depths": (1,) * 9, "modulator": True}
 
 
-def _golden_file(name: str) -> Path:
-    path = GOLDEN / name
-    if not path.exists():
-        pytest.skip(f"golden data {path} not found (clone the shared/ folder beside the repository)")
-    return path
-
-
 @pytest.fixture(scope="module")
 def golden() -> dict[str, Any]:
-    with safe_open(_golden_file("uformer.safetensors"), "pt") as f:
+    with safe_open(golden_file("uformer.safetensors"), "pt") as f:
         meta = json.loads(f.metadata()["meta"])
         names = [k for k in f.keys() if k.startswith("weights/")]  # noqa: SIM118 (not a dict)
         weights = {k.removeprefix("weights/"): f.get_tensor(k) for k in names}
@@ -83,7 +75,7 @@ def test_padding_and_crop_follow_official_procedure(size: tuple[int, int]) -> No
 
 
 def test_official_state_dict_names_and_shapes() -> None:
-    with _golden_file("official_state_dict_shapes.json").open() as f:
+    with golden_file("official_state_dict_shapes.json").open() as f:
         official = json.load(f)["uformer-b"]
     with torch.device("meta"):
         network = ARCH.build(**ARCH.default_config)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from deblurkit.cli import cli
 from deblurkit.errors import WeightsError
-from deblurkit.zoo import hub
+from deblurkit.zoo.weights import load_state_dict
 
 
 def _text(path: Path) -> None:
@@ -54,7 +54,7 @@ def _png(path: Path) -> None:
 def test_weights_that_hold_no_tensors_are_one_line(tmp_path: Path, name: str, write, message: str) -> None:
     write(tmp_path / name)
     with pytest.raises(WeightsError, match="^" + re.escape(message)):
-        hub.load_state_dict(tmp_path / name)
+        load_state_dict(tmp_path / name)
     Image.new("RGB", (8, 6)).save(tmp_path / "x.png")
     args = ["deblur", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "-m", "nafnet-tiny"]
     result = CliRunner().invoke(cli, [*args, "--weights", str(tmp_path / name)])

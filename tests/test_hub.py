@@ -3,7 +3,6 @@
 import dataclasses
 import hashlib
 import io
-import pickle
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from hubcache import add_to_hub_cache, blob_path
 from safetensors.torch import load_file
 
 from deblurkit.errors import WeightsError
-from deblurkit.zoo import hub
+from deblurkit.zoo import hub, weights
 from deblurkit.zoo.cards import WeightsSource
 
 
@@ -80,48 +79,6 @@ def test_no_hub_copy_points_at_the_download_page():
         hub.fetch_weights(source, name="uformer-b-gopro")
 
 
-class _NotATensor:
-    pass
-
-
-def test_pickle_with_arbitrary_objects_is_refused(tmp_path):
-    path = tmp_path / "evil.pth"
-    torch.save({"params": STATE, "extra": _NotATensor()}, path)
-    with pytest.raises(WeightsError, match="not a plain-tensor checkpoint; refusing"):
-        hub.read_pth_state_dict(path)
-
-
-def test_raw_pickle_is_refused(tmp_path):
-    path = tmp_path / "raw.pth"
-    path.write_bytes(pickle.dumps(_NotATensor()))
-    with pytest.raises(WeightsError, match="refusing to unpickle"):
-        hub.read_pth_state_dict(path)
-
-
-@pytest.mark.parametrize(
-    ("wrapped", "key", "prefix"),
-    [
-        ({"params": STATE}, "", ""),
-        ({"params_ema": STATE, "params": {"x": torch.zeros(1)}}, "", ""),
-        ({"state_dict": {f"module.{k}": v for k, v in STATE.items()}, "epoch": 3}, "state_dict", "module."),
-        ({f"module.{k}": v for k, v in STATE.items()}, "", ""),
-        (STATE, "", ""),
-    ],
-)
-def test_official_wrappers_are_unwrapped(tmp_path, wrapped, key, prefix):
-    path = tmp_path / "w.pth"
-    torch.save(wrapped, path)
-    state = hub.read_pth_state_dict(path, key=key, strip_prefix=prefix)
-    assert set(state) == set(STATE)
-
-
-def test_missing_wrapper_key_is_named(tmp_path):
-    path = tmp_path / "w.pth"
-    torch.save({"params": STATE}, path)
-    with pytest.raises(WeightsError, match="no 'state_dict' entry"):
-        hub.read_pth_state_dict(path, key="state_dict")
-
-
 def test_verified_files_are_not_rehashed(monkeypatch):
     from safetensors.torch import save
 
@@ -130,24 +87,9 @@ def test_verified_files_are_not_rehashed(monkeypatch):
     source = WeightsSource(filename="model.safetensors", repo_id="test/stamped")
     hub.fetch_weights(source)
     calls = []
-    monkeypatch.setattr(hub, "sha256_of", lambda path, chunk=0: calls.append(path) or "")
+    monkeypatch.setattr(weights, "sha256_of", lambda path, chunk=0: calls.append(path) or "")
     hub.fetch_weights(source)
     assert calls == []
-
-
-def test_write_safetensors_is_atomic_on_failure(tmp_path, monkeypatch):
-    target = tmp_path / "out.safetensors"
-    hub.write_safetensors({"a": torch.ones(2)}, target)
-    before = target.read_bytes()
-
-    def explode(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(hub, "save", explode)
-    with pytest.raises(OSError, match="disk full"):
-        hub.write_safetensors({"a": torch.zeros(2)}, target)
-    assert target.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
 
 
 def test_weights_source_is_frozen():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden_files import GOLDEN as SHARED_GOLDEN
+from golden_files import missing
 from tinymodels import TINY_VIT as TINY
 from torch import nn
 from torch.nn import functional as F
@@ -30,7 +32,7 @@ from deblurkit.losses import (
 from deblurkit.losses.encoders import ViTEncoder, load_encoder
 from deblurkit.losses.vgg import VGG19_LAYERS
 
-GOLDEN = Path(os.environ.get("DEBLURKIT_GOLDEN", Path(__file__).resolve().parents[2] / "shared" / "golden"))
+GOLDEN = Path(os.environ.get("DEBLURKIT_GOLDEN", SHARED_GOLDEN))
 MAE_GOLDEN = GOLDEN / "mae_losses.safetensors"
 
 
@@ -47,7 +49,7 @@ def _golden() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def mae_golden() -> dict[str, torch.Tensor]:
     if not MAE_GOLDEN.is_file():
-        pytest.skip(f"golden file {MAE_GOLDEN} not available")
+        missing(f"golden file {MAE_GOLDEN} not available")
     return _golden()
 
 

@@ -402,7 +402,8 @@ def _load_weights(
 
 
 def _state_from(weights: Any, source: Any, name: str) -> tuple[dict[str, torch.Tensor], str]:
-    from ..zoo.hub import fetch_weights, load_state_dict
+    from ..zoo.hub import fetch_weights
+    from ..zoo.weights import load_state_dict
 
     if weights is not None:
         if isinstance(weights, Mapping):
@@ -426,7 +427,7 @@ def load_encoder(
     ``mae-vit-huge``, ``dino-vit-base``, ``vit-base-supervised``), a timm model name, or a config dict
     (``{"timm_model": "vit_base_patch16_224", "embed_dim": ..., "mean": [...], "std": [...]}``).
 
-    Weights come from the Hub at the zoo's pinned revision (verified by :mod:`deblurkit.hub`), or,
+    Weights come from the Hub at the zoo's pinned revision (verified by :mod:`deblurkit.zoo.hub`), or,
     with ``weights=``, from a local safetensors (or plain-tensor ``.pth``) file in timm's ViT naming
     (the official MAE encoder checkpoint uses the same names), or a state dict; the Hub is then not
     touched. ``depth`` keeps only the first ``depth`` blocks (saves memory when only early blocks are

@@ -131,7 +131,8 @@ def load_vgg(
     """The frozen VGG19 features of zoo entry ``ref`` (``timm/vgg19.tv_in1k``), or of a local file
     (``weights=``, timm/torchvision names ``features.N.weight``); only ``features.*`` is read."""
     from ..inference.device import resolve_device
-    from ..zoo.hub import fetch_weights, load_state_dict
+    from ..zoo.hub import fetch_weights
+    from ..zoo.weights import load_state_dict
 
     config: dict[str, Any] = {}
     if weights is None:

