@@ -6,7 +6,10 @@ import math
 
 import click
 
-__all__ = ["FiniteFloatRange"]
+__all__ = ["MAX_SEED", "FiniteFloatRange", "number_type"]
+
+MAX_SEED = 2**32 - 1
+"""The largest seed the commands take (every random generator they seed accepts it)."""
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -17,3 +20,16 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+def number_type(
+    kind: type,
+    min: float | None = None,
+    max: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+) -> click.ParamType:
+    """A :class:`click.IntRange` (``kind`` int) or :class:`FiniteFloatRange` (``kind`` float)."""
+    if kind is int:
+        return click.IntRange(min, max, min_open=min_open, max_open=max_open)
+    return FiniteFloatRange(min, max, min_open=min_open, max_open=max_open)

@@ -1,5 +1,5 @@
 """``deblurkit train``, ``deblurkit finetune`` and ``deblurkit synth``: thin layers over
-:mod:`deblurkit.training` and :mod:`deblurkit.data`.
+:mod:`deblurkit.training` and :mod:`deblurkit.synthesis`.
 
 Every :class:`~deblurkit.training.TrainConfig` option is a flag (``lr`` → ``--lr``, booleans as
 ``--flag/--no-flag``, lists comma-separated, tables as JSON); the order of precedence is flags, then
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import typing
 from collections.abc import Callable
@@ -20,10 +21,11 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from ..errors import DeblurkitError
 from ..synthesis.blur import Degradation
 from ..training import COMMAND_DEFAULTS, Event, TrainConfig, load_config, train
 from ..training.config import coerce, option_fields
-from .params import FiniteFloatRange
+from .params import MAX_SEED, FiniteFloatRange, number_type
 
 __all__ = ["finetune", "synth", "train_command"]
 
@@ -31,7 +33,8 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
 class _Listed(click.ParamType):
-    """A comma-separated list of numbers or names."""
+    """A comma-separated list of names, or of numbers (every numeric list here holds finite numbers ≥ 0:
+    counts, lengths, qualities, betas, gains)."""
 
     def __init__(self, numbers: bool) -> None:
         self.numbers = numbers
@@ -44,9 +47,12 @@ class _Listed(click.ParamType):
         if not self.numbers:
             return items
         try:
-            return [float(item) for item in items]
+            numbers = [float(item) for item in items]
         except ValueError:
             self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+        if not all(math.isfinite(number) and number >= 0 for number in numbers):
+            self.fail(f"{value!r} holds a number that is negative, NaN or infinite", param, ctx)
+        return numbers
 
 
 class _Table(click.ParamType):
@@ -66,6 +72,30 @@ class _Table(click.ParamType):
         return table
 
 
+_BOUNDS: dict[str, dict[str, Any]] = {
+    "val_split": {"min": 0},
+    "val_max": {"min": 0},
+    "crop": {"min": 1},
+    "synth_noise": {"min": 0, "max": 1},
+    "synth_shot_noise": {"min": 0},
+    "synth_jpeg": {"min": 0, "max": 1},
+    "synth_bits": {"min": 0, "max": 16},
+    "lr": {"min": 0, "min_open": True},
+    "min_lr": {"min": 0},
+    "weight_decay": {"min": 0},
+    "grad_clip": {"min": 0},
+    "ema": {"min": 0, "max": 1, "max_open": True},
+    "seed": {"min": 0, "max": MAX_SEED},
+}
+"""Bounds of the numeric options whose config field declares none (``min``/``max`` metadata)."""
+
+
+def _number_type(f: dataclasses.Field) -> click.ParamType:
+    """The range type of numeric option ``f``: its declared bounds, finite for floats."""
+    bounds = {key: f.metadata[key] for key in ("min", "max") if key in f.metadata} | _BOUNDS.get(f.name, {})
+    return number_type(typing.get_type_hints(TrainConfig)[f.name], **bounds)
+
+
 def _flag_option(f: dataclasses.Field) -> Callable:
     flag = "--" + f.name.replace("_", "-")
     kind = typing.get_type_hints(TrainConfig)[f.name]
@@ -83,6 +113,8 @@ def _flag_option(f: dataclasses.Field) -> Callable:
         return click.option(
             *names, f.name, type=click.Choice(f.metadata["choices"]), default=None, help=help_text
         )
+    if kind in (int, float):
+        return click.option(*names, f.name, type=_number_type(f), default=None, help=help_text)
     return click.option(*names, f.name, type=kind, default=None, help=help_text)
 
 
@@ -229,16 +261,20 @@ def finetune(config_file: Path | None, resume: bool, quiet: bool, **flags: Any) 
 def _degradation_options(func: Callable) -> Callable:
     """The synthesis settings as flags (the ``synth_*`` options of training, without the prefix)."""
     defaults = Degradation()
-    helps = {f.name: f.metadata["help"] for f in option_fields()}
+    by_name = {f.name: f for f in option_fields()}
     for name in reversed(Degradation.field_names()):
         default, flag = getattr(defaults, name), "--" + name.replace("_", "-")
-        common = {"show_default": True, "help": helps[f"synth_{name}"]}
+        common = {"show_default": True, "help": by_name[f"synth_{name}"].metadata["help"]}
         if isinstance(default, bool):
             option = click.option(f"{flag}/--no-{flag[2:]}", name, default=default, **common)
         elif isinstance(default, tuple):
             numbers = not isinstance(default[0], str)
             shown = ",".join(f"{v:g}" if numbers else v for v in default)
             option = click.option(flag, name, type=_Listed(numbers), default=shown, **common)
+        elif isinstance(default, int | float):
+            option = click.option(
+                flag, name, type=_number_type(by_name[f"synth_{name}"]), default=default, **common
+            )
         else:
             option = click.option(flag, name, type=type(default), default=default, **common)
         func = option(func)
@@ -255,7 +291,7 @@ def _degradation_options(func: Callable) -> Callable:
     help="Pairs folder to write (blur/ and sharp/).",
 )
 @click.option(
-    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random blur."
+    "--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Seed of the random blur."
 )
 @click.option(
     "--from-frames",
@@ -340,8 +376,11 @@ def synth(
         records = synthesize_pairs(sharp_dir, output, degradation, seed)
     written = 0
     with tqdm(total=total, unit="pair", disable=quiet) as bar:
-        for record in records:
-            written += 1
-            bar.update(1)
-            bar.set_postfix_str(record["name"], refresh=False)
+        try:
+            for record in records:
+                written += 1
+                bar.update(1)
+                bar.set_postfix_str(record["name"], refresh=False)
+        except OSError as err:  # a full disk, or the folder taken away mid-run
+            raise DeblurkitError(f"cannot write the pairs into {output}: {err.strerror or err}") from None
     click.echo(f"wrote {written} pairs to {output} (blur/, sharp/, synth.jsonl)", err=True)

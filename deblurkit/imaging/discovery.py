@@ -139,7 +139,7 @@ def find_images(
         path = Path(source)
         if path.is_dir():
             for image in image_files(path, recursive=recursive):
-                if exclude is None or not image.resolve().is_relative_to(exclude):
+                if exclude is None or not Path(os.path.realpath(image)).is_relative_to(exclude):
                     found.append((image, image.relative_to(path)))
         elif not path.exists() and glob.has_magic(str(source)):
             matches = sorted(Path(m) for m in glob.glob(str(source), recursive=True))
@@ -152,7 +152,7 @@ def find_images(
     seen: set[Path] = set()
     unique = []
     for path, relative in found:
-        key = path.resolve()
+        key = Path(os.path.realpath(path))  # realpath never raises on a symlink loop
         if key not in seen:
             seen.add(key)
             unique.append((path, relative))
@@ -208,9 +208,13 @@ def read_list(path: Path) -> list[list[Path]]:
     Blank lines and ``#`` comments are skipped; a first row whose cells have no suffix and name no
     existing file (``restored,reference``) is a header.
     """
+    if is_image_file(path):
+        raise DataError(f"{path} is an image, not a folder or a list of image paths")
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text list of paths (not UTF-8)") from None
+    except OSError as err:
         raise DataError(f"{path}: cannot read the list: {' '.join(str(err).split())}") from None
     rows = []
     for line in text.splitlines():

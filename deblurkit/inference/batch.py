@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError, describe
+from ..errors import DeblurkitError, UsageError, describe, one_line
+from ..imaging.atomic import check_writable, is_disk_full
 from ..imaging.compare import compare_path, write_compare
 from ..imaging.discovery import find_images, glob_base, mark_output_folder
 from ..imaging.reading import DEFAULT_MAX_PIXELS, LoadedImage, read_image
@@ -101,6 +102,12 @@ def default_output_dir(sources: Sequence[str | Path]) -> Path:
     return first.parent / "deblurred"
 
 
+def _real(path: Path) -> Path:
+    """``path`` with symbolic links resolved as far as they go (a looping or dangling link stays as it
+    is: reading it reports the problem for that file alone)."""
+    return Path(os.path.realpath(path))
+
+
 def _output_suffix(source: Path, ext: str | None) -> str:
     if ext:
         return "." + ext.lower().lstrip(".")
@@ -126,14 +133,14 @@ def collect_jobs(
         known = ", ".join(sorted({s.lstrip(".") for s in WRITE_FORMATS}))
         raise UsageError(f"cannot write {ext!r} images (use one of {known})")
     folder = Path(output_dir) if output_dir is not None else default_output_dir(sources)
-    found = find_images(sources, recursive=recursive, exclude=folder.resolve())
+    found = find_images(sources, recursive=recursive, exclude=_real(folder))
     if not found:
         raise UsageError(f"no images found in {', '.join(str(s) for s in sources)}")
     jobs, owners = [], {}
-    inputs = {source.resolve() for source, _ in found}
+    inputs = {_real(source) for source, _ in found}
     for source, relative in sorted(found, key=lambda item: str(item[0])):
         output = folder / relative.parent / f"{relative.stem}{suffix}{_output_suffix(source, ext)}"
-        key = output.resolve()
+        key = _real(output)
         error = None
         if key in inputs:
             error = f"refused: the output {output} would overwrite an input (use -o or --suffix)"
@@ -203,6 +210,9 @@ def _write(
             strip_metadata=options.strip_metadata,
         )
     except Exception as err:
+        if is_disk_full(err):
+            stop = "the run stopped (free some space, then run again to resume)"
+            raise DeblurkitError(f"cannot write {job.output}: {one_line(err)}; {stop}") from None
         error = f"cannot write {job.output}: {describe(err)}"
         return FileResult(job.input, job.output, "failed", seconds, error, result.notes)
     seconds += time.perf_counter() - start
@@ -228,7 +238,8 @@ def run_jobs(
     """Deblur the jobs' files, yielding a result per job in order.
 
     Up to ``prefetch`` files are decoded ahead and as many encoded behind in background threads.
-    A file that cannot be read, deblurred or written fails alone; the others go on.
+    A file that cannot be read, deblurred or written fails alone; the others go on. A full disk stops
+    the run with a :class:`DeblurkitError` (what was written so far is complete; a re-run resumes).
     """
     options = options or WriteOptions()
     todo = []
@@ -297,8 +308,15 @@ class DeblurRun:
     def __len__(self) -> int:
         return len(self.jobs)
 
+    def _writes(self) -> bool:
+        """Whether any job will write (not refused, and not skipped for an existing output)."""
+        return any(
+            job.error is None and not (self.skip_existing and job.output.exists()) for job in self.jobs
+        )
+
     def __iter__(self) -> Iterator[FileResult]:
-        if any(job.error is None for job in self.jobs):
+        if self._writes():
+            check_writable(self.output_dir)
             mark_output_folder(self.output_dir)
         yield from run_jobs(
             self.jobs,

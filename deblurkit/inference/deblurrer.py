@@ -70,7 +70,8 @@ class Deblurrer:
 
     ``tile``: ``"auto"``, a side in pixels, or 0 for the whole image. ``overlap``: pixels shared by
     neighbouring tiles. ``precision``: see :func:`resolve_precision`. ``compile``: ``torch.compile``
-    the network. ``memory_budget``: bytes a tile may use (default: :func:`tile_memory_budget`).
+    the network (not on CPU, where each new image size would recompile it: a note says so instead).
+    ``memory_budget``: bytes a tile may use (default: :func:`tile_memory_budget`).
     Grayscale is replicated to RGB for the network and the mean of the three outputs taken. On CUDA,
     architectures registered as ``channels_last`` (NAFNet) are switched to that memory format. An
     image side shorter than the smallest meaningful tile is mirrored out to it (centred) when the
@@ -106,6 +107,11 @@ class Deblurrer:
         self._bytes_per_pixel: float | None = None
         if self.device.type == "cuda" and model.architecture.channels_last:
             model.to(memory_format=torch.channels_last)
+        if compile and self.device.type == "cpu":
+            self.notes.append(
+                "--compile is ignored on CPU: it would recompile the network for every new image size"
+            )
+            compile = False
         native = model.native  # the working resolution is handled once per image, in __call__
         self._forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(native) if compile else native
 

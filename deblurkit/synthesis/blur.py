@@ -25,13 +25,16 @@ from dataclasses import dataclass, fields
 import numpy as np
 from PIL import Image
 
-from ..errors import DeblurkitError
+from ..errors import DeblurkitError, UsageError
 
 __all__ = [
     "KERNEL_KINDS",
+    "MAX_HIGHLIGHT_GAIN",
+    "MAX_REACH",
     "Degradation",
     "add_camera_noise",
     "blur_image",
+    "checked_range",
     "degrade",
     "disk_kernel",
     "gaussian_kernel",
@@ -45,6 +48,10 @@ __all__ = [
 
 KERNEL_KINDS = ("motion", "defocus", "gaussian", "bank")
 DEFAULT_KERNELS = ("motion", "defocus", "gaussian")
+MAX_REACH = 512
+"""Pixels a kernel may reach from its centre (:attr:`Degradation.margin`); larger ones are refused."""
+MAX_HIGHLIGHT_GAIN = 1000.0
+"""How many times brighter than white a light may be made."""
 
 
 @dataclass(frozen=True)
@@ -82,28 +89,32 @@ class Degradation:
         kernels = tuple(self.kernels)
         unknown = [k for k in kernels if k not in KERNEL_KINDS]
         if not kernels or unknown:
-            raise DeblurkitError(
+            raise UsageError(
                 f"unknown blur kernel {unknown[0] if unknown else '(none)'!r}; choose from "
                 + ", ".join(KERNEL_KINDS)
             )
         object.__setattr__(self, "kernels", kernels)
         for name in ("motion_length", "defocus_radius", "gaussian_sigma", "jpeg_quality"):
-            low, high = _range(self, name)
-            if not 0 <= low <= high:
-                raise DeblurkitError(f"synthesis range {name} must be 0 ≤ low ≤ high, got {low}, {high}")
-            object.__setattr__(self, name, (float(low), float(high)))
-        if self.noise < 0 or self.shot_noise < 0 or not 0 <= self.jpeg <= 1:
-            raise DeblurkitError("synthesis noise must be ≥ 0 and the JPEG probability in [0, 1]")
+            object.__setattr__(self, name, checked_range(self, name, 100 if name == "jpeg_quality" else None))
+        if not (0 <= self.noise < math.inf and 0 <= self.shot_noise < math.inf and 0 <= self.jpeg <= 1):
+            raise UsageError("synthesis noise must be ≥ 0 and the JPEG probability in [0, 1]")
         low, high = _range(self, "highlight_gain")
-        if not 1 <= low <= high:
-            raise DeblurkitError(f"highlight gain must be 1 ≤ low ≤ high, got {low}, {high}")
+        if not 1 <= low <= high <= MAX_HIGHLIGHT_GAIN:
+            raise UsageError(
+                f"highlight gain must be 1 ≤ low ≤ high ≤ {MAX_HIGHLIGHT_GAIN:g}, got {low}, {high}"
+            )
         object.__setattr__(self, "highlight_gain", (low, high))
         if not 0 <= self.spatially_varying <= 1 or not 0 <= self.highlights <= 1:
-            raise DeblurkitError("the spatially-varying and highlight probabilities must be in [0, 1]")
+            raise UsageError("the spatially-varying and highlight probabilities must be in [0, 1]")
         if "bank" in kernels:
             load_kernel_bank(self.kernel_bank)
         if self.bits not in (0, 8, 16):
-            raise DeblurkitError(f"synthesis bits must be 0, 8 or 16, got {self.bits}")
+            raise UsageError(f"synthesis bits must be 0, 8 or 16, got {self.bits}")
+        if self.margin > MAX_REACH:
+            raise UsageError(
+                f"synthesis kernels would reach {self.margin:.4g} px from their centre, more than "
+                f"{MAX_REACH} (lower motion_length, defocus_radius or gaussian_sigma)"
+            )
 
     @property
     def margin(self) -> int:
@@ -123,11 +134,20 @@ class Degradation:
         return tuple(f.name for f in fields(cls))
 
 
-def _range(settings: Degradation, name: str) -> tuple[float, float]:
+def _range(settings: object, name: str) -> tuple[float, float]:
     value = getattr(settings, name)
     if len(value) != 2:
-        raise DeblurkitError(f"synthesis range {name} needs two numbers (low, high), got {list(value)}")
+        raise UsageError(f"synthesis range {name} needs two numbers (low, high), got {list(value)}")
     return float(value[0]), float(value[1])
+
+
+def checked_range(settings: object, name: str, most: float | None = None) -> tuple[float, float]:
+    """The (low, high) range ``name`` of ``settings``, checked to be 0 ≤ low ≤ high (≤ ``most``)."""
+    low, high = _range(settings, name)
+    if not 0 <= low <= high <= (math.inf if most is None else most):
+        bound = "" if most is None else f" ≤ {most:g}"
+        raise UsageError(f"synthesis range {name} must be 0 ≤ low ≤ high{bound}, got {low:g}, {high:g}")
+    return low, high
 
 
 # -- kernels ----------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -24,11 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DeblurkitError
+from ..errors import DeblurkitError, UsageError
+from ..imaging.atomic import check_writable
 from ..imaging.compare import is_comparison
-from .blur import add_camera_noise, quantise_and_compress
+from .blur import add_camera_noise, checked_range, quantise_and_compress
 
 __all__ = [
+    "MAX_FRAMES",
     "FrameAveraging",
     "FrameCrops",
     "average_frames",
@@ -39,6 +42,8 @@ __all__ = [
 ]
 
 _FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+MAX_FRAMES = 10_000
+"""The most frames one blurry image may average."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +65,17 @@ class FrameAveraging:
     jpeg_quality: tuple[float, float] = (60.0, 95.0)
 
     def __post_init__(self) -> None:
-        low, high = (int(v) for v in self.frames)
-        if not 1 <= low <= high:
-            raise DeblurkitError(f"frames per blurry image must be 1 ≤ low ≤ high, got {low}, {high}")
+        low, high = (int(v) for v in checked_range(self, "frames"))
+        if not 1 <= low <= high <= MAX_FRAMES:
+            raise UsageError(
+                f"frames per blurry image must be 1 ≤ low ≤ high ≤ {MAX_FRAMES}, got {low}, {high}"
+            )
         object.__setattr__(self, "frames", (low, high))
+        object.__setattr__(self, "jpeg_quality", checked_range(self, "jpeg_quality", 100))
         if not self.gamma > 0:
-            raise DeblurkitError(f"the frame-averaging gamma must be > 0, got {self.gamma}")
-        if self.noise < 0 or self.shot_noise < 0 or not 0 <= self.jpeg <= 1:
-            raise DeblurkitError("frame noise must be ≥ 0 and the JPEG probability in [0, 1]")
+            raise UsageError(f"the frame-averaging gamma must be > 0, got {self.gamma}")
+        if not (0 <= self.noise < math.inf and 0 <= self.shot_noise < math.inf and 0 <= self.jpeg <= 1):
+            raise UsageError("frame noise must be ≥ 0 and the JPEG probability in [0, 1]")
 
 
 def average_frames(frames: Sequence[np.ndarray], gamma: float = 2.2, *, linear: bool = False) -> np.ndarray:
@@ -145,7 +153,7 @@ def synthesize_from_frames(
     from ..training.data import load_rgb
 
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    check_writable(output)
     manifest = output / "synth.jsonl"
     manifest.write_text(json.dumps({"seed": seed, "frames": asdict(settings)}) + "\n", encoding="utf-8")
     root = Path(source)

@@ -11,6 +11,7 @@ from zlib import crc32
 import numpy as np
 from PIL import Image
 
+from ..imaging.atomic import check_writable
 from ..imaging.reading import from_float, read_image, to_float
 from ..imaging.writing import write_image
 from ..training.data import sharp_images
@@ -30,7 +31,7 @@ def synthesize_pairs(
     quantisation unless ``settings.bits`` is 0.
     """
     root, output = Path(source), Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    check_writable(output)
     manifest = output / "synth.jsonl"
     manifest.write_text(json.dumps({"seed": seed, "settings": asdict(settings)}) + "\n", encoding="utf-8")
     for path in sharp_images(root):
