@@ -180,3 +180,17 @@ def test_default_model_without_model_option_and_a_page_that_stays_inside_out(tmp
             continue
         target = (out / link).resolve()
         assert target.is_relative_to(out.resolve()) and target.is_file(), link
+
+
+def test_deblur_report_page_for_photos_without_reference(tmp_path, models):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(_blur(_sharp(i))).save(photos / f"p{i}.png")
+    args = ["deblur", str(photos), "-m", str(models[0]), "-o", str(tmp_path / "out"), "--report", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "p0.png" in page and "p1.png" in page and "Sharpness" in page
+    again = CliRunner().invoke(cli, args)  # outputs skipped, the page is still written
+    assert again.exit_code == 0 and (tmp_path / "out" / "report.html").is_file()

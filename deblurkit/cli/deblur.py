@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from ..evaluation.reports import write_photo_report
 from ..imaging.reading import DEFAULT_MAX_PIXELS
 from ..imaging.writing import WRITE_FORMATS
 from ..inference.batch import DEFAULT_MODEL, FileResult, WriteOptions, deblur_files
@@ -160,6 +161,12 @@ class _Report:
     "--compile", "compile_", is_flag=True, help="torch.compile the network (slow start, faster runs)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per file on stdout.")
+@click.option(
+    "--report",
+    "html_report",
+    is_flag=True,
+    help="Also write OUTPUT/report.html: before/after sliders and the sharpness change of each photo.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def deblur(
@@ -182,6 +189,7 @@ def deblur(
     max_megapixels: float,
     compile_: bool,
     as_json: bool,
+    html_report: bool,
     quiet: bool,
 ) -> None:
     """Deblur photos: files, folders, glob patterns, or - to read paths from stdin.
@@ -195,6 +203,7 @@ def deblur(
     Examples:
       deblurkit deblur photos/                       # -> photos-deblurred/
       deblurkit deblur photos/ -r -o restored/ --compare
+      deblurkit deblur photos/ --report               # + photos-deblurred/report.html
       deblurkit deblur 'shots/*.jpg' --suffix _sharp --ext png
       find . -name '*.tif' | deblurkit deblur - -o out/ --json
       deblurkit deblur big.png --tile 512 --device cuda --precision bf16
@@ -220,12 +229,23 @@ def deblur(
     for note in run.notes:
         click.echo(f"{prefix}note: {note}", err=True)
     report = _Report(as_json, len(run), quiet, prefix)
+    finished: list[FileResult] = []
     try:
         for result in run:
             report.add(result)
+            if result.status != "failed":
+                finished.append(result)
     finally:  # a run that stops (a full disk) says why on a line of its own
         report.bar.close()
     click.echo(report.summary(), err=True)
     if report.counts["done"]:
         click.echo(f"{prefix}outputs in {run.output_dir}", err=True)
+    if html_report and finished and run.rank == 0:
+        page = write_photo_report(
+            run.output_dir / "report.html",
+            [(r.input, r.output) for r in finished],
+            run.deblurrer.model.name,
+            [r.seconds if r.status == "done" else None for r in finished],
+        )
+        click.echo(f"{prefix}report: {page}", err=True)
     ctx.exit(1 if report.counts["failed"] else 0)

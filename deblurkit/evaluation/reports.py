@@ -54,15 +54,16 @@ def _means(values: Sequence[dict[str, float]], columns: Sequence[str]) -> dict[s
 
 
 def write_photo_report(
-    path: Path, pairs: Sequence[tuple[Path, Path]], label: str, seconds: Sequence[float] = ()
+    path: Path, pairs: Sequence[tuple[Path, Path]], label: str, seconds: Sequence[float | None] = ()
 ) -> Path:
     """A page for photos without a sharp reference: each (input, output) with a before/after slider
-    and the no-reference sharpness of both (``deblur --report``)."""
+    and the no-reference sharpness of both (``deblur --report``); ``seconds[i]`` is None for an output
+    made by an earlier run."""
     images, rows = [], {INPUT_ROW: [], label: []}
     for i, (source, output) in enumerate(pairs):
         before = sharpness(read_image(source).pixels)
         after = sharpness(read_image(output).pixels)
-        spent = {"seconds": seconds[i]} if i < len(seconds) else {}
+        spent = {"seconds": seconds[i]} if i < len(seconds) and seconds[i] is not None else {}
         scores = {INPUT_ROW: {"sharpness": before}, label: {"sharpness": after, **spent}}
         rows[INPUT_ROW].append(scores[INPUT_ROW])
         rows[label].append(scores[label])
