@@ -1,9 +1,14 @@
 """What a run reports: progress :class:`Event`s for the caller, and the run's log ``train/log.jsonl``
-(every logged step and validation, one JSON object a line) with the averages behind each step line."""
+(every logged step and validation, one JSON object a line) with the averages behind each step line.
+
+A run killed while appending leaves a torn last line: :func:`read_log` (what every reader of the log
+goes through) skips lines that are not a whole record, and a resumed run rewrites the log without them.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +16,7 @@ from typing import Any
 
 from ..imaging.atomic import write_text_atomic
 
-__all__ = ["Event", "RunLog", "StepWindow"]
+__all__ = ["Event", "RunLog", "StepWindow", "read_log"]
 
 
 @dataclass
@@ -21,6 +26,39 @@ class Event:
     kind: str
     step: int
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """The record on one line of the log, or None when the line is not a whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step):
+        return None
+    return record
+
+
+def read_log(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of log file ``path`` (none when it is absent) and the numbers of the lines that are not
+    a whole record (a torn last line, a damaged one), which are skipped."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return [], []
+    records, bad = [], []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        record = _record(line)
+        if record is None:
+            bad.append(number)
+        else:
+            records.append(record)
+    return records, bad
 
 
 class RunLog:
@@ -33,18 +71,26 @@ class RunLog:
     def append(self, record: dict[str, Any]) -> None:
         """Add a record to the log and to the file."""
         self.records.append(record)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as err:
+            err.filename = err.filename or str(self.path)  # a failed write does not say which file
+            raise
 
-    def keep_upto(self, step: int) -> None:
+    def keep_upto(self, step: int) -> list[str]:
         """Reload the file keeping the records up to ``step`` (a killed run may have logged beyond its
-        checkpoint)."""
+        checkpoint) and dropping lines that are not a whole record; returns notes on what was dropped."""
         if not self.path.is_file():
-            return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        kept = [json.loads(line) for line in lines if line.strip()]
-        self.records = [r for r in kept if r.get("step", 0) <= step]
+            return []
+        kept, bad = read_log(self.path)
+        self.records = [r for r in kept if r["step"] <= step]
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        if not bad:
+            return []
+        lines = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        plural = "s" if len(bad) > 1 else ""
+        return [f"{self.path}: dropped {len(bad)} torn or damaged line{plural} (line{plural} {lines})"]
 
 
 class StepWindow:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import DeblurkitError, one_line
+from ..imaging.atomic import is_disk_full, write_text_atomic
 from ..zoo.models import build_network
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, default_loss, to_toml
@@ -120,6 +121,7 @@ class Trainer:
         self.loss = build_loss(self.loss_spec, encoder=self.encoder, device=self.ctx.device)
         resumed = resume_point(self.run_dir, config, self.resume)
         self._build(resumed)
+        resumed = None if resumed is None else self.step  # an older checkpoint when the newest is damaged
         running = self.step < config.steps
         self.batches = train_batches(self.train_set, config, self.ctx, self.consumed) if running else iter(())
         for note in notes:
@@ -154,7 +156,7 @@ class Trainer:
         rng_seed = int(np.random.SeedSequence([config.seed, ctx.rank, 7]).generate_state(1)[0])
         torch.manual_seed(rng_seed)
         if resumed is not None:
-            self._load(resumed)
+            self._load()
         model: nn.Module = network
         if ctx.distributed:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -282,23 +284,34 @@ class Trainer:
         draw_curves(self.log.records, self.run_dir / "curves.png")
 
     # -- saving ------------------------------------------------------------------------------------------
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, final: bool = False) -> None:
+        """Save a checkpoint; the previous one is kept while the run goes on (``final``: not)."""
         progress = {key: getattr(self, key) for key in _PROGRESS}
         folder = self.run_dir / "checkpoints"
         args = (self.network, self.optimizer, self.scaler, self.ema, progress)
-        path = save_state(self.ctx, folder, self.step, *args)
+        path = save_state(self.ctx, folder, self.step, *args, keep=1 if final else 2)
         if path is not None:
             self.emit("checkpoint", {"path": str(path)})
         self.ctx.barrier()
 
-    def _load(self, step: int) -> None:
+    def _load(self) -> None:
+        """Continue from the newest intact checkpoint."""
         folder = self.run_dir / "checkpoints"
+        notes: list[str] = []
         state, rng_restored = load_state(
-            self.ctx, folder, self.network, self.optimizer, self.scaler, self.ema
+            self.ctx, folder, self.network, self.optimizer, self.scaler, self.ema, notes
         )
-        self.step, self.consumed, self.skipped = step, int(state["consumed"]), int(state["skipped"])
-        self.best, self.input_metrics = dict(state["best"]), dict(state["input_metrics"])
-        self.last_val, self.last_val_step = dict(state["last_val"]), int(state["last_val_step"])
+        try:
+            self.step, self.consumed, self.skipped = (int(state[k]) for k in ("step", "consumed", "skipped"))
+            self.best, self.input_metrics = dict(state["best"]), dict(state["input_metrics"])
+            self.last_val, self.last_val_step = dict(state["last_val"]), int(state["last_val_step"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise DeblurkitError(
+                f"the checkpoint of step {state['step']} in {folder} lacks the run's progress "
+                f"({type(err).__name__}: {one_line(err)}); choose another --output"
+            ) from None
+        for note in notes:
+            self.emit("note", {"message": note})
         if not rng_restored:
             message = (
                 f"resumed with {self.ctx.world} processes instead of {len(state['rng'])}: "
@@ -341,6 +354,13 @@ class Trainer:
         self.step = 0
         try:
             return self._run()
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            raise DeblurkitError(
+                f"cannot write {err.filename or self.output}: {err.strerror or one_line(err)}; "
+                "the run stopped (free some space, then run again to resume)"
+            ) from None
         finally:
             self.ctx.close()
 
@@ -351,9 +371,10 @@ class Trainer:
         ctx.barrier()
         resumed = self._prepare()
         if ctx.main:
-            self.log.keep_upto(self.step)
+            for note in self.log.keep_upto(self.step):
+                self.emit("note", {"message": note})
             header = f"deblurkit {self.command} — resolved configuration"
-            (self.run_dir / "config.toml").write_text(to_toml(config, header), encoding="utf-8")
+            write_text_atomic(self.run_dir / "config.toml", to_toml(config, header))
         self.emit(
             "start",
             {
@@ -376,7 +397,7 @@ class Trainer:
             if self.step % config.save_every == 0 and self.step < config.steps:
                 self._save_checkpoint()
         self._validate_and_keep_best()
-        self._save_checkpoint()
+        self._save_checkpoint(final=True)
         hub_url = ""
         if ctx.main:
             self._save_model(self.output)
