@@ -67,6 +67,15 @@ def test_train_command_with_config_file_and_flag_overrides(tmp_path, photos):
     assert "model written to" in result.output
 
 
+def test_a_run_with_validation_writes_its_report_page(tmp_path, photos):
+    flags = _flags(photos, tmp_path / "out", "--steps", "2", "--val-split", "1", "-q")
+    result = CliRunner().invoke(train_command, flags)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "train" / "report.html").read_text()
+    assert "report_files/001/input.jpg" in page and "Sharpness" in page
+    assert (tmp_path / "out" / "train" / "report_files" / "001" / "sharp.jpg").is_file()
+
+
 def test_errors_are_one_line_with_the_exit_code(tmp_path, photos):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["train", *_flags(photos, tmp_path / "o", "--crop", "30")]

@@ -47,7 +47,7 @@ from .preparation import (
 from .publish import RUN_FOLDER, card_info, push_to_hub, write_model_folder
 from .resume import load_state, resume_point, save_state
 from .schedule import lr_at
-from .validation import validate
+from .validation import ValidationPictures, validate
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "train"]
 
@@ -91,6 +91,7 @@ class Trainer:
         self.output = Path(config.output)
         self.run_dir = self.output / RUN_FOLDER
         self.log = RunLog(self.run_dir / "log.jsonl")
+        self.pictures: ValidationPictures | None = None
 
     def emit(self, kind: str, data: dict[str, Any] | None = None) -> None:
         """Send an event (rank 0 only)."""
@@ -248,7 +249,11 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.network
 
     def validate(self) -> dict[str, float]:
-        """PSNR, SSIM (and the MAE distance) of the (EMA) network on the validation images (rank 0)."""
+        """PSNR, SSIM (and the MAE distance) of the (EMA) network on the validation images (rank 0); the
+        last validation of a run also keeps its images for ``train/report.html``."""
+        final = self.step >= self.config.steps
+        label = self.output.name or "model"
+        self.pictures = ValidationPictures(self.run_dir / "report_images", label) if final else None
         totals, inputs = validate(
             self._eval_network(),
             self.source,
@@ -258,6 +263,7 @@ class Trainer:
             tile=self.config.tile,
             encoder=self.encoder,
             with_inputs=not self.input_metrics,
+            pictures=self.pictures,
         )
         self.input_metrics = self.input_metrics or inputs
         self.last_val, self.last_val_step = totals, self.step
@@ -282,6 +288,16 @@ class Trainer:
             ckpt.replace_folder(self._save_model(building), self.run_dir / "best")
         self.emit("val", {**record, "best": improved})
         draw_curves(self.log.records, self.run_dir / "curves.png")
+
+    def _write_report(self) -> None:
+        """``train/report.html``: the last validation's images, inputs against the trained network."""
+        if self.pictures is None or not self.pictures.images:
+            return
+        label = self.pictures.label
+        means = {"input": dict(self.input_metrics), label: dict(self.last_val)}
+        note = f"{len(self.pictures.images)} of {len(self.val_set)} validation images at step {self.step}"
+        page = self.pictures.write(self.run_dir / "report.html", means, [note])
+        self.emit("note", {"message": f"validation report: {page}"})
 
     # -- saving ------------------------------------------------------------------------------------------
     def _save_checkpoint(self, final: bool = False) -> None:
@@ -402,6 +418,7 @@ class Trainer:
         if ctx.main:
             self._save_model(self.output)
             draw_curves(self.log.records, self.run_dir / "curves.png")
+            self._write_report()
             if config.push_to_hub:
                 hub_url = push_to_hub(self.output, config.push_to_hub)
         self.emit(

@@ -3,13 +3,20 @@ on the validation images, run the way inference runs (tiled) and under a forked 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from ..archs import get_architecture
+from ..evaluation.html_report import write_html_report
+from ..evaluation.report_pictures import ReportImage
+from ..imaging.atomic import write_atomic
+from ..metrics.sharpness import sharpness
 from ..zoo.restorer import Restorer
 from .data import ValidationSet
 from .preparation import Source
@@ -17,7 +24,7 @@ from .preparation import Source
 if TYPE_CHECKING:
     from ..losses.encoders import ViTEncoder
 
-__all__ = ["image_scores", "mae_distance", "validate"]
+__all__ = ["ValidationPictures", "image_scores", "mae_distance", "validate"]
 
 _MAE_DISTANCE_SIDE = 512
 
@@ -55,6 +62,39 @@ def image_scores(
     return scores
 
 
+class ValidationPictures:
+    """The last validation's images, kept for the run's report page (``train/report.html``): the first
+    ``limit`` inputs, restorations and targets as 8-bit PNGs in ``folder``, with their scores."""
+
+    def __init__(self, folder: Path, label: str, limit: int = 24) -> None:
+        self.folder, self.label, self.limit = folder, label, limit
+        self.images: list[ReportImage] = []
+
+    def add(
+        self, name: str, blurry: np.ndarray, restored: np.ndarray, sharp: np.ndarray, scores: dict
+    ) -> None:
+        """Keep one validation image (``scores``: row → metric → value)."""
+        if len(self.images) >= self.limit:
+            return
+        target = self.folder / f"{len(self.images) + 1:03d}"
+        target.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for role, pixels in (("input", blurry), ("output", restored), ("sharp", sharp)):
+            paths[role] = target / f"{role}.png"
+            eight = np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+            write_atomic(paths[role], lambda handle, image=eight: Image.fromarray(image).save(handle, "PNG"))
+        outputs = {self.label: paths["output"]}
+        self.images.append(ReportImage(name, paths["input"], outputs, paths["sharp"], scores))
+
+    def write(self, page: Path, means: dict[str, dict[str, float]], notes: Sequence[str] = ()) -> Path:
+        """Write the report page for the kept images."""
+        columns = ("psnr", "ssim", "sharpness")
+        return write_html_report(
+            page, title=f"deblurkit train: {self.label}", images=self.images, means=means, columns=columns,
+            notes=notes,
+        )  # fmt: skip
+
+
 def validate(
     network: nn.Module,
     source: Source,
@@ -65,9 +105,10 @@ def validate(
     tile: int,
     encoder: ViTEncoder | None = None,
     with_inputs: bool = True,
+    pictures: ValidationPictures | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(mean scores of the restored images, mean scores of the blurry inputs, or {} without
-    ``with_inputs``) over the validation set."""
+    ``with_inputs``) over the validation set; ``pictures`` keeps the images for the report page."""
     from ..inference.deblurrer import Deblurrer
 
     was_training = network.training
@@ -79,10 +120,18 @@ def validate(
     with torch.random.fork_rng(devices=devices):
         deblur = Deblurrer(restorer, tile=tile or "auto", overlap=32, precision=precision)
         for index in range(len(val_set)):
-            _, blurry, sharp = val_set[index]
-            _accumulate(totals, image_scores(deblur(blurry).pixels, sharp, encoder, device), len(val_set))
+            name, blurry, sharp = val_set[index]
+            restored = deblur(blurry).pixels
+            scores = image_scores(restored, sharp, encoder, device)
+            _accumulate(totals, scores, len(val_set))
+            if with_inputs or pictures is not None:
+                input_scores = image_scores(blurry, sharp, encoder, device)
             if with_inputs:
-                _accumulate(inputs, image_scores(blurry, sharp, encoder, device), len(val_set))
+                _accumulate(inputs, input_scores, len(val_set))
+            if pictures is not None:
+                shown = {"input": {**input_scores, "sharpness": sharpness(blurry)}}
+                shown[pictures.label] = {**scores, "sharpness": sharpness(restored)}
+                pictures.add(name, blurry, restored, sharp, shown)
     network.train(was_training)
     return totals, inputs
 
