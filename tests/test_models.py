@@ -128,6 +128,38 @@ def test_hf_reference_loads_a_published_model_folder(tmp_path, tiny_card):
         assert torch.equal(load_model(ref)(x), _expected(tiny_card, x))
 
 
+def test_hf_reference_resolves_one_commit_for_config_and_weights(tmp_path, monkeypatch):
+    """refs/main moves between the two downloads (a push): both files still come from one commit."""
+    from deblurkit.zoo import hub
+    from deblurkit.zoo.models import resolve_model
+
+    old_net, new_net = _tiny_network(seed=1), _tiny_network(seed=2)
+    old = save_model(Restorer(old_net, deblurkit.archs.get_architecture("nafnet"), TINY), tmp_path / "old")
+    new = save_model(Restorer(new_net, deblurkit.archs.get_architecture("nafnet"), TINY), tmp_path / "new")
+    files = {name: (old / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    old_commit = add_to_hub_cache("someone/moving", files, commit="a" * 40)
+    files = {name: (new / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    new_commit = add_to_hub_cache("someone/moving", files, commit="b" * 40)  # refs/main -> b...
+    refs_main = Path(hub.constants.HF_HUB_CACHE) / "models--someone--moving" / "refs" / "main"
+    assert refs_main.read_text() == new_commit
+
+    real, revisions = hub.hf_hub_download, []
+
+    def download_then_push(repo_id, filename, *, revision, **kwargs):
+        revisions.append((filename, revision))
+        path = real(repo_id, filename, revision=revision, **kwargs)
+        refs_main.write_text(old_commit)  # the branch moves under us
+        return path
+
+    monkeypatch.setattr(hub, "hf_hub_download", download_then_push)
+    spec = resolve_model("hf:someone/moving")
+    assert revisions == [("config.json", "main"), ("model.safetensors", new_commit)]
+    assert spec.weights_path is not None and spec.weights_path.parent.name == new_commit
+    refs_main.write_text(new_commit)
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(load_model("hf:someone/moving")(x), _expected(new_net, x))
+
+
 def test_weights_override_accepts_an_official_pth_of_the_full_network(tmp_path):
     entry = zoo.get_entry("nafnet-gopro-width32")
     network = build_network(entry.architecture, entry.config)
@@ -208,9 +240,11 @@ def test_environment_is_honoured_by_a_fresh_process(tmp_path, tiny_card):
         check=False,
     )
     assert result.returncode == 1
+    # The hint names what works: not `zoo download` again, the command that failed.
     assert result.stderr.strip() == (
-        "error: tiny-nafnet is not in the local Hub cache and HF_HUB_OFFLINE is set; fetch it where there "
-        "is a network (`deblurkit zoo download`) or pass a local file with --weights"
+        "error: tiny-nafnet is not in the local Hub cache and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE "
+        "and rerun this where the Hub can be reached, or pass a copy of the weights file to deblur, eval or "
+        "train with --weights FILE"
     )
     assert "Traceback" not in result.stderr
     assert Path(env["HF_HOME"]).exists() is False or not any(Path(env["HF_HOME"]).rglob("*.safetensors"))

@@ -9,7 +9,7 @@ import click
 
 from ..errors import DeblurkitError
 from ..zoo.cards import ZooEntry, all_entries, get_entry
-from ..zoo.hub import fetch_weights
+from ..zoo.hub import fetch_weights, offline
 from ..zoo.models import convert_checkpoint
 
 __all__ = ["zoo"]
@@ -99,7 +99,7 @@ def info(name: str, as_json: bool) -> None:
             f"{weights.repo_id}/{weights.filename}@{weights.revision}" if weights.on_hub else weights.filename
         )
         lines.append(f"{'weights:':15} {where} ({weights.format})")
-        pin = weights.sha256 or "not pinned by deblurkit; verified against the Hub's LFS checksum"
+        pin = weights.sha256 or "not pinned by deblurkit; checked against the Hub's own checksum (LFS sha256)"
         lines.append(f"{'sha256:':15} {pin}")
         if weights.revision_note:
             lines.append(f"{'revision note:':15} {' '.join(weights.revision_note.split())}")
@@ -108,6 +108,18 @@ def info(name: str, as_json: bool) -> None:
     if entry.reproduce:
         lines += ["", "reproduce with:", *(f"  {line}" for line in entry.reproduce.strip().splitlines())]
     click.echo("\n".join(lines))
+
+
+def _download_hint(entry: ZooEntry) -> str:
+    """What works when ``zoo download`` itself cannot reach the Hub (never ``zoo download`` again)."""
+    hint = (
+        "unset HF_HUB_OFFLINE and rerun this where the Hub can be reached"
+        if offline()
+        else "rerun this once the Hub can be reached"
+    )
+    if entry.kind == "deblur":
+        return f"{hint}, or pass a copy of the weights file to deblur, eval or train with --weights FILE"
+    return hint
 
 
 @zoo.command("download")
@@ -123,7 +135,7 @@ def download(names: tuple[str, ...]) -> None:
                     f"{name} has no published weights"
                     + (f": {entry.unpublished_hint}" if entry.unpublished_hint else "")
                 )
-            path = fetch_weights(entry.weights, name=name)
+            path = fetch_weights(entry.weights, name=name, hint=_download_hint(entry))
         except DeblurkitError as err:
             failed += 1
             click.echo(f"error: {err}", err=True)

@@ -411,7 +411,10 @@ def _state_from(weights: Any, source: Any, name: str) -> tuple[dict[str, torch.T
         path = Path(weights)
         return load_state_dict(path), str(path)
     if source is None:
-        raise WeightsError(f"encoder {name!r} has no published weights; pass weights=FILE")
+        raise WeightsError(
+            f"encoder {name!r} has no published weights: give a local copy (weights=FILE in Python, "
+            "--encoder-weights FILE in train and finetune)"
+        )
     path = fetch_weights(source, name=name)
     return load_state_dict(path), f"the weights of {name!r}"
 

@@ -23,7 +23,7 @@ from ..errors import DeblurkitError, ModelNotFoundError, WeightsError
 from ..imaging.atomic import write_text_atomic
 from ..inference.device import resolve_device
 from .cards import ZooEntry, all_entries, get_entry
-from .hub import download, fetch_weights
+from .hub import download, fetch_weights, snapshot_commit
 from .restorer import Restorer
 from .tfjs import is_tfjs_weights
 from .weights import convert_tfjs, load_state_dict, write_safetensors
@@ -129,22 +129,43 @@ def _spec_from_file(path: Path) -> ModelSpec:
     return _spec_from_config(path.stem, config, path)
 
 
+def _hf_hint(repo: str) -> str:
+    return (
+        f"load hf:{repo} once where the Hub can be reached (it is then cached), or pass a local copy of "
+        "the model folder as --model PATH"
+    )
+
+
 def _spec_from_hub(ref: str) -> ModelSpec:
+    """A deblurkit model folder on the Hub: its revision is resolved to one commit (by the download of
+    ``config.json``), and the weights are fetched at that same commit, so the two always match."""
     repo, _, revision = ref.removeprefix("hf:").partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise ModelNotFoundError(f"{ref!r} is not a Hub reference of the form hf:org/name[@revision]")
-    revision = revision or "main"
-    config_path = download(repo, MODEL_CONFIG_FILE, revision, what=ref)
-    weights_path = fetch_weights_for_hub_model(repo, revision, ref)
+    config_path = download(
+        repo,
+        MODEL_CONFIG_FILE,
+        revision or "main",
+        what=ref,
+        hint=_hf_hint(repo),
+        not_found=ModelNotFoundError,
+    )
+    commit = snapshot_commit(config_path, MODEL_CONFIG_FILE)
+    if not commit:
+        raise WeightsError(f"{ref}: cannot tell which commit {config_path} belongs to (not a Hub cache path)")
+    weights_path = fetch_weights_for_hub_model(repo, commit, ref)
     return _spec_from_config(repo.split("/")[1], _read_config_json(config_path), weights_path)
 
 
 def fetch_weights_for_hub_model(repo: str, revision: str, what: str) -> Path:
-    """The verified ``model.safetensors`` of a deblurkit model on the Hub."""
+    """The verified ``model.safetensors`` of a deblurkit model on the Hub (``revision``: best a commit)."""
     from .cards import WeightsSource
 
     return fetch_weights(
-        WeightsSource(filename=MODEL_WEIGHTS_FILE, repo_id=repo, revision=revision), name=what
+        WeightsSource(filename=MODEL_WEIGHTS_FILE, repo_id=repo, revision=revision),
+        name=what,
+        hint=_hf_hint(repo),
+        not_found=ModelNotFoundError,
     )
 
 
@@ -183,7 +204,11 @@ def _zoo_weights(entry: ZooEntry) -> Path:
     if entry.weights is None:
         hint = entry.unpublished_hint or "fine-tune them with `deblurkit finetune`"
         raise WeightsError(f"{entry.name} has no published weights yet: {hint}; or pass --weights FILE")
-    return fetch_weights(entry.weights, name=entry.name)
+    hint = (
+        f"prefetch it with `deblurkit zoo download {entry.name}` where the Hub can be reached, or pass the "
+        "file with --weights FILE"
+    )
+    return fetch_weights(entry.weights, name=entry.name, hint=hint)
 
 
 def _load_weights(spec: ModelSpec, weights: str | Path | None) -> dict[str, torch.Tensor]:
