@@ -61,7 +61,7 @@ def test_write_safetensors_is_atomic_on_failure(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(weights, "save", explode)
+    monkeypatch.setattr(weights, "save_file", explode)
     with pytest.raises(OSError, match="disk full"):
         weights.write_safetensors({"a": torch.zeros(2)}, target)
     assert target.read_bytes() == before

@@ -3,22 +3,22 @@
 A config file groups the options in tables (``[model]``, ``[data]``, ``[synth]``, ``[loss]``,
 ``[optim]``, ``[output]``); inside ``[synth]`` the ``synth_`` prefix is dropped. Top-level keys
 with the full option name are accepted too. Unknown keys are a one-line error naming the key.
-The resolved config is written back with :func:`to_toml` (a small writer for tables of scalars,
-lists and inline tables), and :func:`from_toml` reads it back to an equal config.
+The resolved config is written back with :func:`to_toml` (tables of scalars, one-line arrays and
+inline tables, every literal written by tomli-w), and :func:`from_toml` reads it back to an equal config.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
-import math
 import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from ..archs import get_architecture
 from ..errors import UsageError
@@ -373,39 +373,37 @@ def load_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfi
 
 
 # -- writing ------------------------------------------------------------------------------------------
+def _scalar(value: Any) -> str:
+    """A bool, number or string as a TOML literal, written by tomli-w (escapes, ``nan``, ``inf``)."""
+    if isinstance(value, list | tuple | Mapping):
+        raise TypeError("not a scalar")
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").removesuffix("\n")
+
+
 def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+    """A TOML value on one line: scalars by tomli-w, arrays and tables inline (tomli-w would spread
+    every array over one line per item)."""
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+    return _scalar(value)
 
 
 def _key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else json.dumps(key)
+    """A TOML key, bare or quoted (by tomli-w)."""
+    return tomli_w.dumps({key: 0}).removesuffix(" = 0\n")
 
 
 def to_toml(config: TrainConfig, header: str = "") -> str:
-    """The config as TOML, one table per section; :func:`from_toml` reads it back equal."""
+    """The config as TOML, one table per section; :func:`from_toml` reads it back equal (NaN apart)."""
     lines = [f"# {line}" for line in header.splitlines()]
     for section in SECTIONS:
         lines += ["", f"[{section}]"] if lines else [f"[{section}]"]
         for f in fields(TrainConfig):
             if f.metadata["section"] == section:
                 key = f.name.removeprefix("synth_") if section == "synth" else f.name
-                lines.append(f"{key} = {_value(getattr(config, f.name))}")
+                lines.append(f"{_key(key)} = {_value(getattr(config, f.name))}")
     return "\n".join(lines) + "\n"
 
 

@@ -30,15 +30,22 @@ class EMA:
 
     @torch.no_grad()
     def update(self, network: nn.Module) -> None:
-        """Move the average towards ``network``'s current weights."""
-        decay = self.current_decay()
+        """Move the average towards ``network``'s current weights: ``avg.lerp_(new, 1 - decay)`` for every
+        floating-point tensor, as one ``torch._foreach_lerp_`` per device and dtype; other tensors
+        (counters) are copied."""
+        weight = 1.0 - self.current_decay()
         source = network.state_dict()
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for name, target in self.module.state_dict().items():
             value = source[name].detach()
             if target.is_floating_point():
-                target.lerp_(value.to(target.dtype), 1.0 - decay)
+                targets, values = groups.setdefault((target.device, target.dtype), ([], []))
+                targets.append(target)
+                values.append(value.to(device=target.device, dtype=target.dtype))
             else:
                 target.copy_(value)
+        for targets, values in groups.values():
+            torch._foreach_lerp_(targets, values, weight)
         self.updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -7,10 +7,12 @@ pinned sha256), so later loads are pickle-free. Nothing here touches the network
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,10 +20,10 @@ from pathlib import Path
 import torch
 from huggingface_hub import constants
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file, save_file
 
 from ..errors import WeightsError, one_line
-from ..imaging.atomic import atomic_path, write_atomic
+from ..imaging.atomic import atomic_path
 from .cards import WeightsSource
 from .tfjs import is_tfjs_weights, read_tfjs_state_dict
 
@@ -87,7 +89,7 @@ def verify_sha256(path: Path, expected: str, what: str) -> None:
             f"sha256 mismatch for {what}: expected {expected}, got {actual}; refusing to load it "
             f"(delete {path} and download it again)"
         )
-    with atomic_path(stamp) as tmp:
+    with contextlib.suppress(OSError), atomic_path(stamp) as tmp:  # a speed-up: a read-only cache keeps none
         tmp.write_text(json.dumps(_file_signature(path)))
 
 
@@ -95,10 +97,30 @@ def verify_sha256(path: Path, expected: str, what: str) -> None:
 def write_safetensors(
     state_dict: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write a state dict as safetensors, atomically (a crash never leaves a partial file)."""
-    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state_dict.items()}
-    data = save(tensors, metadata=dict(metadata or {}))
-    write_atomic(path, lambda handle: handle.write(data))
+    """Write a state dict as safetensors, atomically (a crash never leaves a partial file).
+
+    The file is streamed to a temporary beside ``path`` by ``safetensors.torch.save_file`` (never built
+    in memory) and renamed over ``path``. Its metadata is ``metadata`` plus ``format: pt`` (what
+    ``transformers`` and the Hub expect of PyTorch weights) unless ``metadata`` names a format itself.
+    Tensors are moved to the CPU and made contiguous; only those sharing storage with an earlier one
+    (tied weights, views) are copied, since safetensors stores every tensor on its own.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[tuple[int, int]] = set()
+    for name, tensor in state_dict.items():
+        value = tensor.detach().cpu().contiguous()
+        storage = (value.untyped_storage().data_ptr(), value.untyped_storage().nbytes())
+        if storage in storages:
+            value = value.clone()
+        else:
+            storages.add(storage)
+        tensors[name] = value
+    header = {"format": "pt", **dict(metadata or {})}
+    with atomic_path(path) as temp:
+        with open(temp, "xb"):  # created the ordinary way: the permissions the umask gives
+            mode = temp.stat().st_mode & 0o777
+        save_file(tensors, str(temp), metadata=header)
+        os.chmod(temp, mode)  # recent safetensors renames its own 0600 temporary over ``temp``
 
 
 def convert_pth(path: Path, source: WeightsSource, sha256: str) -> Path:
@@ -164,6 +186,21 @@ def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
     return {(k[len(prefix) :] if prefix and k.startswith(prefix) else k): v for k, v in state.items()}
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_UNSAFE_ADVICE = re.compile(r"weights_only|trust|safe_globals", re.IGNORECASE)
+
+
+def _refusal_reason(err: BaseException) -> str:
+    """Why torch's weights-only unpickler refused a file, without torch's advice to unpickle it anyway."""
+    text = _ANSI.sub("", str(err))
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return f"it holds a Python object of type {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    reason = found.group(1).split(". ")[0].strip() if found else (lines[0] if lines else "")
+    return type(err).__name__ if not reason or _UNSAFE_ADVICE.search(reason) else reason
+
+
 def _is_torch_save_file(path: Path) -> bool:
     """True when a file starts like ``torch.save`` output: a zip archive, or a binary pickle (legacy)."""
     try:
@@ -186,13 +223,15 @@ def read_pth_state_dict(path: Path, *, key: str = "", strip_prefix: str = "") ->
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as err:
         raise WeightsError(
-            f"{Path(path).name} is not a plain-tensor checkpoint; refusing to unpickle it ({one_line(err)})"
+            f"{Path(path).name} is not a plain-tensor checkpoint; refusing to unpickle it "
+            f"({_refusal_reason(err)})"
         ) from None
     except (OSError, EOFError) as err:
         raise WeightsError(f"{Path(path).name} cannot be read: {one_line(err)}") from None
     except Exception as err:  # a damaged or hand-made pickle fails in any way
         raise WeightsError(
-            f"{Path(path).name} is not a valid PyTorch checkpoint ({type(err).__name__}: {one_line(err)})"
+            f"{Path(path).name} is not a valid PyTorch checkpoint "
+            f"({type(err).__name__}: {_refusal_reason(err)})"
         ) from None
     state = _unwrap(obj, key)
     if not isinstance(state, Mapping) or not state:
