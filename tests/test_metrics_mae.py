@@ -20,6 +20,7 @@ from deblurkit.cli import cli
 from deblurkit.losses.mae import global_distance, local_distance
 from deblurkit.metrics import MetricUnavailableError, get_metric
 from deblurkit.metrics import mae as mae_metrics
+from deblurkit.zoo.cards import get_entry
 
 
 @pytest.fixture
@@ -35,7 +36,8 @@ def isolated_hub(tmp_path, monkeypatch):
 def random_mae(isolated_hub):
     torch.manual_seed(0)
     vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-    add_to_hub_cache("timm/vit_base_patch16_224.mae", {"model.safetensors": save(vit.state_dict())})
+    weights = get_entry("mae-vit-base").weights
+    add_to_hub_cache(weights.repo_id, {weights.filename: save(vit.state_dict())}, commit=weights.revision)
     return vit
 
 

@@ -1,14 +1,16 @@
 """Registry of deblurring architectures.
 
 Each network family registers an :class:`Architecture`: how to build it from a config dict, the
-input sizes it accepts (:class:`SizeRule`), the precisions it is safe in, and the smallest tile that
-keeps its official inference procedure meaningful. Networks use the official state-dict names so
+settings that config may hold (:class:`ConfigField`), the input sizes it accepts (:class:`SizeRule`),
+the precisions it is safe in, and the smallest tile that keeps its official inference procedure
+meaningful. Networks use the official state-dict names so
 official checkpoints load with ``strict=True``.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ from torch.nn import functional as F
 __all__ = [
     "ARCHITECTURES",
     "Architecture",
+    "ConfigField",
     "SizeRule",
     "get_architecture",
     "register",
@@ -94,6 +97,26 @@ def _reflect_pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tens
 
 
 @dataclass(frozen=True)
+class ConfigField:
+    """One setting of an architecture's config, as :func:`deblurkit.zoo.validation.validate_config` checks it.
+
+    ``kind``: ``"int"``, ``"float"`` (an integer is accepted too), ``"bool"``, ``"str"`` (one of
+    ``choices``), ``"ints"`` (a list of integers) or ``"int|ints"`` (either). ``low``/``high`` bound a
+    number, or every entry of a list (inclusive); ``length`` is the (fewest, most) entries of a list;
+    ``nullable`` also accepts ``null``. ``default`` is the constructor's default, used when the config
+    omits the setting.
+    """
+
+    kind: str
+    default: Any = None
+    low: float = -math.inf
+    high: float = math.inf
+    length: tuple[int, int] = (0, 64)
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
 class Architecture:
     """A registered network family.
 
@@ -105,6 +128,9 @@ class Architecture:
     ``default_config`` documents the official configuration used when a card gives none.
     ``pixel_loss`` is the pixel loss of the official training recipe (the default of ``train``);
     ``channels_last``: a convolutional network that runs faster in that memory format on GPUs.
+    ``config_schema`` lists every setting ``build`` accepts (a config naming another is refused; an
+    empty schema checks none); ``check_config`` takes the config merged with the schema's defaults and
+    returns what is wrong across settings (one line naming the setting in double quotes) or ``None``.
     """
 
     name: str
@@ -116,6 +142,8 @@ class Architecture:
     summary: str = ""
     pixel_loss: str = "l1"
     channels_last: bool = False
+    config_schema: Mapping[str, ConfigField] = field(default_factory=dict)
+    check_config: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def size_rule_for(self, config: Mapping[str, Any]) -> SizeRule:
         """The size rule of a particular configuration (some depend on the network's depth)."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import Architecture, SizeRule, register
+from . import Architecture, ConfigField, SizeRule, register
 
 __all__ = ["MAXIM", "maxim_size_multiple"]
 
@@ -640,6 +640,55 @@ _S3: dict[str, Any] = {
     "num_supervision_scales": 3,
 }
 
+# Every setting of MaximConfig and its default (MAXIM-3S: 32 features, depth 3, 3 stages).
+_SCHEMA = {
+    "features": ConfigField("int", 32, 1, 1024),
+    "depth": ConfigField("int", 3, 1, 8),
+    "num_stages": ConfigField("int", 3, 1, 8),
+    "num_groups": ConfigField("int", 2, 1, 64),
+    "num_supervision_scales": ConfigField("int", 3, 1, 8),
+    "lrelu_slope": ConfigField("float", 0.2, 0, 1),
+    "high_res_stages": ConfigField("int", 2, 0, 8),
+    "block_size_hr": ConfigField("ints", (16, 16), 1, 64, length=(2, 2)),
+    "block_size_lr": ConfigField("ints", (8, 8), 1, 64, length=(2, 2)),
+    "grid_size_hr": ConfigField("ints", (16, 16), 1, 64, length=(2, 2)),
+    "num_bottleneck_blocks": ConfigField("int", 2, 1, 64),
+    "block_gmlp_factor": ConfigField("int", 2, 2, 16),
+    "grid_gmlp_factor": ConfigField("int", 2, 2, 16),
+    "input_proj_factor": ConfigField("int", 2, 2, 16),
+    "channels_reduction": ConfigField("int", 4, 1, 1024),
+    "num_outputs": ConfigField("int", 3, 1, 64),
+    "keep_stages": ConfigField("int", 0, 0, 8),
+    "multiscale_outputs": ConfigField("bool", True),
+}
+
+
+def _check_config(config: Mapping[str, Any]) -> str | None:
+    """What :class:`MaximConfig` requires across settings, plus a channel left by channel attention."""
+    problems = {
+        "num_supervision_scales": (
+            config["num_supervision_scales"] > config["depth"],
+            f'must not exceed "depth" ({config["depth"]})',
+        ),
+        "keep_stages": (
+            config["keep_stages"] > config["num_stages"],
+            f'must be between 1 and "num_stages" ({config["num_stages"]}), or 0 for all',
+        ),
+        "channels_reduction": (
+            config["channels_reduction"] > config["features"],
+            f'must not exceed "features" ({config["features"]})',
+        ),
+        **{
+            name: (config[name] % 2 == 1, "must be even (the gating units split channels in two)")
+            for name in ("block_gmlp_factor", "grid_gmlp_factor", "input_proj_factor")
+        },
+    }
+    for name, (wrong, rule) in problems.items():
+        if wrong:
+            return f'"{name}" {rule}, got {config[name]}'
+    return None
+
+
 register(
     Architecture(
         name="maxim",
@@ -650,5 +699,7 @@ register(
         default_config=_S3,
         summary="MAXIM (Tu et al. 2022), google-research/maxim; multi-axis gated MLP, multi-stage",
         pixel_loss="charbonnier",
+        config_schema=_SCHEMA,
+        check_config=_check_config,
     )
 )

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import Architecture, SizeRule, register
+from . import Architecture, ConfigField, SizeRule, register
 
 __all__ = ["GlobalMean", "LayerNorm2d", "LocalMean", "NAFBlock", "NAFNet", "NAFNetLocal", "tlc_kernel_sizes"]
 
@@ -334,6 +334,38 @@ _GOPRO_WIDTH32 = {
     "dec_blk_nums": (1, 1, 1, 1),
 }
 
+# Every setting of NAFNet(...) and its constructor default; the official models use width 32/64, four
+# levels and at most 28 blocks per level (the parameter ceiling of the validation bounds the rest).
+_SCHEMA = {
+    "img_channel": ConfigField("int", 3, 1, 64),
+    "width": ConfigField("int", 16, 1, 1024),
+    "middle_blk_num": ConfigField("int", 1, 0, 64),
+    "enc_blk_nums": ConfigField("ints", (), 0, 64, length=(0, 8)),
+    "dec_blk_nums": ConfigField("ints", (), 0, 64, length=(0, 8)),
+}
+_LOCAL_SCHEMA = {
+    **_SCHEMA,
+    # A side, or the official (N, C, H, W) / (H, W) training shape.
+    "train_size": ConfigField("int|ints", 256, 1, 16384, length=(2, 4)),
+    "fast_imp": ConfigField("bool", False),
+}
+
+
+def _check_config(config: Mapping[str, Any]) -> str | None:
+    """Encoder and decoder have one entry per level."""
+    levels, decoders = len(config["enc_blk_nums"]), len(config["dec_blk_nums"])
+    if decoders != levels:
+        return f'"dec_blk_nums" must have as many entries as "enc_blk_nums" ({levels}), got {decoders}'
+    return None
+
+
+def _check_local_config(config: Mapping[str, Any]) -> str | None:
+    """NAFNet's checks; the official approximate TLC (``fast_imp``) is not implemented."""
+    if config["fast_imp"]:
+        return '"fast_imp" must be false (the official approximate TLC is not supported)'
+    return _check_config(config)
+
+
 register(
     Architecture(
         name="nafnet",
@@ -345,6 +377,8 @@ register(
         summary="NAFNet (Chen et al. 2022), megvii-research/NAFNet; global channel attention",
         pixel_loss="psnr",
         channels_last=True,
+        config_schema=_SCHEMA,
+        check_config=_check_config,
     )
 )
 
@@ -359,5 +393,7 @@ register(
         summary="NAFNetLocal: NAFNet with TLC local channel attention (train size 256), same weights",
         pixel_loss="psnr",
         channels_last=True,
+        config_schema=_LOCAL_SCHEMA,
+        check_config=_check_local_config,
     )
 )

@@ -8,13 +8,14 @@ variance, the query/key L2 norms of the channel attention) are computed in fp32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import Architecture, SizeRule, register
+from . import Architecture, ConfigField, SizeRule, register
 
 __all__ = ["Restormer"]
 
@@ -220,6 +221,38 @@ class Restormer(nn.Module):
         return self.output(dec1) + inp_img
 
 
+# Every setting of Restormer(...) and its constructor default (the official models: dim 48, [4, 6, 6, 8]).
+_SCHEMA = {
+    "inp_channels": ConfigField("int", 3, 1, 64),
+    "out_channels": ConfigField("int", 3, 1, 64),
+    "dim": ConfigField("int", 48, 2, 1024),
+    "num_blocks": ConfigField("ints", (4, 6, 6, 8), 0, 64, length=(4, 4)),
+    "num_refinement_blocks": ConfigField("int", 4, 0, 64),
+    "heads": ConfigField("ints", (1, 2, 4, 8), 1, 256, length=(4, 4)),
+    "ffn_expansion_factor": ConfigField("float", 2.66, 0.1, 16),
+    "bias": ConfigField("bool", False),
+    "LayerNorm_type": ConfigField("str", "WithBias", choices=("WithBias", "BiasFree")),
+    "dual_pixel_task": ConfigField("bool", False),
+}
+
+
+def _check_config(config: Mapping[str, Any]) -> str | None:
+    """Channels halve and double through pixel (un)shuffles, split evenly into heads, and the
+    feed-forward keeps at least one hidden channel."""
+    dim = config["dim"]
+    if dim % 2:
+        return f'"dim" must be even (the down- and upsamplings halve it), got {dim}'
+    for level, heads in enumerate(config["heads"]):
+        if dim * 2**level % heads:
+            return (
+                f'"heads" entry {level + 1} ({heads}) must divide the {dim * 2**level} channels '
+                f"of its level (dim × {2**level})"
+            )
+    if int(dim * config["ffn_expansion_factor"]) < 1:
+        return f'"ffn_expansion_factor" leaves no hidden channel with dim {dim}'
+    return None
+
+
 register(
     Architecture(
         name="restormer",
@@ -244,5 +277,7 @@ register(
             "dual_pixel_task": False,
         },
         summary="Restormer: U-Net of transposed-attention transformer blocks (motion/defocus deblurring).",
+        config_schema=_SCHEMA,
+        check_config=_check_config,
     )
 )

@@ -18,7 +18,8 @@ the size of the image actually fed in.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from timm.layers import DropPath, trunc_normal_
@@ -26,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from . import Architecture, SizeRule, register
+from . import Architecture, ConfigField, SizeRule, register
 
 __all__ = ["Uformer"]
 
@@ -501,6 +502,46 @@ UFORMER_B_GOPRO = {
     "dd_in": 3,
 }
 
+# Every setting of Uformer(...) and its constructor default (Uformer-B: embed_dim 32, depths up to 8).
+_SCHEMA = {
+    "img_size": ConfigField("int", 128, 16, 8192),
+    "in_chans": ConfigField("int", 3, 1, 64),
+    "dd_in": ConfigField("int", 3, 1, 64),
+    "embed_dim": ConfigField("int", 32, 1, 1024),
+    "depths": ConfigField("ints", (2,) * 9, 0, 64, length=(9, 9)),
+    "num_heads": ConfigField("ints", (1, 2, 4, 8, 16, 16, 8, 4, 2), 1, 256, length=(9, 9)),
+    "win_size": ConfigField("int", 8, 1, 64),
+    "mlp_ratio": ConfigField("float", 4.0, 0.1, 16),
+    "qkv_bias": ConfigField("bool", True),
+    "qk_scale": ConfigField("float", None, 0, 100, nullable=True),
+    "drop_rate": ConfigField("float", 0.0, 0, 1),
+    "attn_drop_rate": ConfigField("float", 0.0, 0, 1),
+    "drop_path_rate": ConfigField("float", 0.1, 0, 1),
+    "use_checkpoint": ConfigField("bool", False),
+    "token_projection": ConfigField("str", "linear", choices=("linear",)),
+    "token_mlp": ConfigField("str", "leff", choices=("leff", "ffn", "mlp")),
+    "shift_flag": ConfigField("bool", True),
+    "modulator": ConfigField("bool", False),
+    "cross_modulator": ConfigField("bool", False),
+}
+
+
+def _check_config(config: Mapping[str, Any]) -> str | None:
+    """Each of the nine stages splits its channels evenly into heads; the token MLP keeps a hidden channel."""
+    embed_dim = config["embed_dim"]
+    for stage, heads in enumerate(config["num_heads"]):
+        # Encoders 1..8×, bottleneck 16×, decoders 16..2× (after concatenating the skip).
+        scale = 2 ** min(stage, 9 - stage)
+        if embed_dim * scale % heads:
+            return (
+                f'"num_heads" entry {stage + 1} ({heads}) must divide the {embed_dim * scale} channels '
+                f"of its stage (embed_dim × {scale})"
+            )
+    if int(embed_dim * config["mlp_ratio"]) < 1:
+        return f'"mlp_ratio" leaves no hidden channel with embed_dim {embed_dim}'
+    return None
+
+
 register(
     Architecture(
         name="uformer",
@@ -513,5 +554,7 @@ register(
         default_config=UFORMER_B_GOPRO,
         summary="Uformer-B (CVPR 2022): U-shaped LeWin transformer with shifted windows and modulators.",
         pixel_loss="charbonnier",
+        config_schema=_SCHEMA,
+        check_config=_check_config,
     )
 )

@@ -25,6 +25,7 @@ from ..inference.device import resolve_device
 from .cards import ZooEntry, all_entries, get_entry
 from .hub import download, fetch_weights, snapshot_commit
 from .restorer import Restorer
+from .validation import validate_config
 from .tfjs import is_tfjs_weights
 from .weights import convert_tfjs, load_state_dict, write_safetensors
 
@@ -55,6 +56,8 @@ class ModelSpec:
     weights_path: Path | None = None
     entry: ZooEntry | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    config_source: str = ""
+    """Where the config was read (a file, a card): named in the one-line error of a bad setting."""
 
     @property
     def working_resolution(self) -> dict[str, float]:
@@ -71,7 +74,9 @@ class ModelSpec:
         return {"work_pixels": pixels, "min_work_scale": float(scale)}
 
 
-def _spec_from_config(name: str, config: Mapping[str, Any], weights_path: Path | None) -> ModelSpec:
+def _spec_from_config(
+    name: str, config: Mapping[str, Any], weights_path: Path | None, source: str
+) -> ModelSpec:
     try:
         return ModelSpec(
             name=str(config.get("name") or name),
@@ -79,6 +84,7 @@ def _spec_from_config(name: str, config: Mapping[str, Any], weights_path: Path |
             config=dict(config.get("config", {})),
             weights_path=weights_path,
             info=dict(config),
+            config_source=source,
         )
     except KeyError:
         raise DeblurkitError(f"{name}: config.json names no architecture") from None
@@ -103,7 +109,7 @@ def _spec_from_folder(folder: Path) -> ModelSpec:
             f"{folder} is not a deblurkit model folder "
             f"(it needs {MODEL_CONFIG_FILE} and {MODEL_WEIGHTS_FILE})"
         )
-    return _spec_from_config(folder.name, _read_config_json(config_path), weights_path)
+    return _spec_from_config(folder.name, _read_config_json(config_path), weights_path, str(config_path))
 
 
 def _spec_from_file(path: Path) -> ModelSpec:
@@ -126,7 +132,7 @@ def _spec_from_file(path: Path) -> ModelSpec:
         raise WeightsError(f"{path.name}: its {METADATA_KEY} metadata is not valid JSON ({err})") from None
     if not isinstance(config, dict):
         raise WeightsError(f"{path.name}: its {METADATA_KEY} metadata is not a JSON object")
-    return _spec_from_config(path.stem, config, path)
+    return _spec_from_config(path.stem, config, path, path.name)
 
 
 def _hf_hint(repo: str) -> str:
@@ -154,7 +160,9 @@ def _spec_from_hub(ref: str) -> ModelSpec:
     if not commit:
         raise WeightsError(f"{ref}: cannot tell which commit {config_path} belongs to (not a Hub cache path)")
     weights_path = fetch_weights_for_hub_model(repo, commit, ref)
-    return _spec_from_config(repo.split("/")[1], _read_config_json(config_path), weights_path)
+    return _spec_from_config(
+        repo.split("/")[1], _read_config_json(config_path), weights_path, f"{ref} {MODEL_CONFIG_FILE}"
+    )
 
 
 def fetch_weights_for_hub_model(repo: str, revision: str, what: str) -> Path:
@@ -172,7 +180,14 @@ def fetch_weights_for_hub_model(repo: str, revision: str, what: str) -> Path:
 def _spec_from_entry(entry: ZooEntry) -> ModelSpec:
     if entry.kind != "deblur":
         raise ModelNotFoundError(f"{entry.name} is a feature encoder, not a deblurring model")
-    return ModelSpec(entry.name, entry.architecture, dict(entry.config), None, entry)
+    return ModelSpec(
+        entry.name,
+        entry.architecture,
+        dict(entry.config),
+        None,
+        entry,
+        config_source=f"zoo card {entry.name}",
+    )
 
 
 def resolve_model(ref: str | Path) -> ModelSpec:
@@ -238,12 +253,16 @@ def _load_strict(network: torch.nn.Module, state: Mapping[str, torch.Tensor], sp
     network.load_state_dict(state, strict=True)
 
 
-def build_network(architecture: str, config: Mapping[str, Any]) -> torch.nn.Module:
-    """Build a bare network of a registered architecture from its config."""
+def build_network(architecture: str, config: Mapping[str, Any], *, source: str = "config") -> torch.nn.Module:
+    """Build a bare network of a registered architecture from its config, validated first.
+
+    ``source`` names where the config came from in the one-line error of a bad config.
+    """
     try:
         arch = get_architecture(architecture)
     except KeyError as err:
         raise DeblurkitError(str(err.args[0])) from None
+    config = validate_config(architecture, config, source=source)
     try:
         return arch.build(**config)
     except (TypeError, ValueError, RuntimeError) as err:  # wrong names, types or values
@@ -261,7 +280,7 @@ def load_model(
     The returned module's forward takes a B×3×H×W float tensor in [0, 1] of any size.
     """
     spec = resolve_model(ref)
-    network = build_network(spec.architecture, spec.config)
+    network = build_network(spec.architecture, spec.config, source=spec.config_source or spec.name)
     _load_strict(network, _load_weights(spec, weights), spec)
     arch = get_architecture(spec.architecture)
     restorer = Restorer(network, arch, spec.config, name=spec.name, **spec.working_resolution)
@@ -308,7 +327,9 @@ def convert_checkpoint(source: str | Path, target: str | Path, model: str) -> Pa
     entry = get_entry(model)
     spec = _spec_from_entry(entry)
     state = _load_weights(spec, source)
-    _load_strict(build_network(spec.architecture, spec.config), state, spec)
+    _load_strict(
+        build_network(spec.architecture, spec.config, source=spec.config_source or spec.name), state, spec
+    )
     payload = {"name": entry.name, "architecture": entry.architecture, "config": dict(entry.config)}
     write_safetensors(state, Path(target), {METADATA_KEY: json.dumps(payload), "source": Path(source).name})
     return Path(target)
