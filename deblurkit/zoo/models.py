@@ -25,8 +25,8 @@ from ..inference.device import resolve_device
 from .cards import ZooEntry, all_entries, get_entry
 from .hub import download, fetch_weights, snapshot_commit
 from .restorer import Restorer
-from .validation import validate_config
 from .tfjs import is_tfjs_weights
+from .validation import validate_config
 from .weights import convert_tfjs, load_state_dict, write_safetensors
 
 __all__ = [
