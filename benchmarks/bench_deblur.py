@@ -6,12 +6,15 @@ Three measurements, each (model, setting) in a fresh subprocess so its peak resi
   as ``deblurkit deblur`` runs it); on CUDA also bf16 and ``torch.compile``. ``--official`` adds
   NAFNet-width32 TLC through the engine against the official forward of ``bench_nafnet.py``, runs
   alternated in one process (the fair comparison on a shared machine).
+* ``tiling``: one model at 1280×720 whole, with the default (auto) tiling and with small explicit
+  tiles (batched through the network): seconds and the ratio to the whole image.
 * ``memory``: NAFNet-width32 at 3840×2160, auto tiling against the whole image: peak RSS (or CUDA
   peak), megapixels/s, and the PSNR between the two outputs.
 
 Usage::
 
     python benchmarks/bench_deblur.py throughput [--device cuda] [--official]
+    python benchmarks/bench_deblur.py tiling [--model maxim-s1-fast] [--tiles 256 512]
     python benchmarks/bench_deblur.py memory [--size 3840x2160]
 """
 
@@ -254,17 +257,28 @@ def memory(args: argparse.Namespace) -> None:
             print(f"(mean |output - input| of the random-weight network: {change:.1f} / 255)")
 
 
+def tiling(args: argparse.Namespace) -> None:
+    print(f"{args.model} at {args.size}, {args.threads} threads\n{HEADER}", flush=True)
+    whole = _spawn(args, tile="0")
+    print(_row(whole), flush=True)
+    for tile in ("auto", *map(str, args.tiles)):
+        run = _spawn(args, tile=tile)
+        failed = "error" in run or "error" in whole
+        print(_row(run) + ("" if failed else f"  {run['seconds'] / whole['seconds']:.2f}× whole"), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["throughput", "memory", "one"])
+    parser.add_argument("what", choices=["throughput", "tiling", "memory", "one"])
     parser.add_argument("--models", nargs="*", default=ARCH_MODELS, help="none: only --official")
     parser.add_argument("--model", default="nafnet-gopro-width32")
     parser.add_argument("--size", default=None, help="WIDTHxHEIGHT (1280x720 or 3840x2160 by default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--tile", default="auto")
+    parser.add_argument("--tiles", type=int, nargs="*", default=[256, 512], help="tiling: explicit sides")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--warmup", action="store_true", help="time a second run (first run warms up)")
@@ -277,6 +291,8 @@ def main() -> None:
         print(json.dumps(measure_official(args) if args.official else measure(args)))
     elif args.what == "throughput":
         throughput(args)
+    elif args.what == "tiling":
+        tiling(args)
     else:
         memory(args)
 

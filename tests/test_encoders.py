@@ -207,10 +207,10 @@ def test_fp64_input_stays_fp64(tiny_file) -> None:
 def test_timm_model_name_and_depth(tmp_path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        vit = timm.create_model("test_vit", pretrained=False, num_classes=0)
-    path = tmp_path / "test_vit.safetensors"
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "vit_tiny.safetensors"
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
-    enc = load_encoder("test_vit", weights=path, depth=3)
+    enc = load_encoder("vit_tiny_patch16_224", weights=path, depth=3)
     assert enc.depth == 3
     x = torch.rand(1, 3, 160, 160)
     assert len(enc(x, blocks=[1, 2, 3])) == 3

@@ -49,17 +49,21 @@ class NanInHalf(nn.Module):
 
 
 class Greedy(nn.Module):
-    """Runs out of memory on inputs larger than ``limit`` pixels, like a real allocator would."""
+    """Runs out of memory on batches of more than ``limit`` pixels in all, like a real allocator would."""
 
     def __init__(self, limit: int = 40 * 40) -> None:
         super().__init__()
         self.limit = limit
         self.scale = nn.Parameter(torch.ones(()))
         self.sizes: list[tuple[int, int]] = []
+        self.batches: list[int] = []
+        self.failures = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.sizes.append(tuple(x.shape[-2:]))
-        if x.shape[-1] * x.shape[-2] > self.limit:
+        self.batches.append(x.shape[0])
+        if x.shape[0] * x.shape[-1] * x.shape[-2] > self.limit:
+            self.failures += 1
             raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 GB")
         return x * self.scale
 
@@ -102,6 +106,40 @@ def test_out_of_memory_halves_the_tile_and_retries():
     assert max(result.tile) <= 32 and "out of memory with 64×64 tiles" in result.notes[0]
     assert network.sizes[0] == (64, 64) and max(max(size) for size in network.sizes[1:]) <= 32
     assert deblurrer(image).notes == []  # the smaller tile is kept for the next images
+
+
+def test_tiles_go_through_the_network_in_batches_that_fit():
+    network = Greedy(limit=3 * 32 * 32)
+    deblurrer = Deblurrer(_restorer(network), tile=32, overlap=8)
+    image = _image(64, 64, 3)
+    result = deblurrer(image)
+    assert np.array_equal(result.pixels, image) and result.notes == []
+    # The first tile alone (measured), then batches; one too large for memory is split, not the tiles.
+    assert network.batches[0] == 1 and max(network.batches) > 3 and network.failures > 0
+    assert len(set(network.sizes)) == 1  # every pass at the planned tile size
+    network.batches.clear()
+    network.failures = 0
+    assert np.array_equal(deblurrer(image).pixels, image)
+    assert network.failures == 0 and max(network.batches) in (2, 3)  # the split size is kept
+
+
+def test_batched_tiles_give_the_same_image_as_one_tile_per_pass():
+    model, image = tiny_nafnet(), np.random.default_rng(1).random((96, 130, 3), dtype=np.float32)
+    calls: list[int] = []
+
+    def run(memory_budget: int) -> np.ndarray:
+        deblurrer = Deblurrer(model, tile=64, overlap=16, memory_budget=memory_budget)
+        forward = deblurrer._forward
+        deblurrer._forward = lambda x: calls.append(len(x)) or forward(x)
+        return deblurrer(image).pixels
+
+    one_by_one = run(memory_budget=1)
+    assert set(calls) == {1}
+    tiles = len(calls)
+    calls.clear()
+    batched = run(memory_budget=2**30)
+    assert max(calls) > 1 and sum(calls) == tiles
+    np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-5)
 
 
 def test_out_of_memory_at_the_smallest_tile_fails_the_image():

@@ -293,16 +293,13 @@ def test_bad_encoder_normalisation_is_refused(tmp_path, config, message):
 
 
 def test_dinov2_card():
-    import torch
-
     from deblurkit.losses.encoders import _build_timm
 
     entry = get_entry("dinov2-vit-base")
     assert (entry.kind, entry.architecture, entry.license) == ("encoder", "timm", "Apache-2.0")
     assert entry.config["timm_model"] == "vit_base_patch14_dinov2"
     assert (entry.weights.filename, entry.weights.format) == ("model.safetensors", "safetensors")
-    with torch.device("meta"):
-        vit = _build_timm(entry.name, entry.config)
+    vit = _build_timm(entry.name, entry.config)
     # ViT-B/14 whose position embedding is the checkpoint's: 518 / 14 = 37 patches a side, plus CLS
     assert tuple(vit.patch_embed.proj.kernel_size) == (14, 14)
     assert tuple(vit.patch_embed.grid_size) == (37, 37)

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import Architecture, ConfigField, SizeRule, register
+from .checks import check_heads, check_hidden
 
 __all__ = ["Restormer"]
 
@@ -239,18 +240,10 @@ _SCHEMA = {
 def _check_config(config: Mapping[str, Any]) -> str | None:
     """Channels halve and double through pixel (un)shuffles, split evenly into heads, and the
     feed-forward keeps at least one hidden channel."""
-    dim = config["dim"]
-    if dim % 2:
-        return f'"dim" must be even (the down- and upsamplings halve it), got {dim}'
-    for level, heads in enumerate(config["heads"]):
-        if dim * 2**level % heads:
-            return (
-                f'"heads" entry {level + 1} ({heads}) must divide the {dim * 2**level} channels '
-                f"of its level (dim × {2**level})"
-            )
-    if int(dim * config["ffn_expansion_factor"]) < 1:
-        return f'"ffn_expansion_factor" leaves no hidden channel with dim {dim}'
-    return None
+    if config["dim"] % 2:
+        return f'"dim" must be even (the down- and upsamplings halve it), got {config["dim"]}'
+    heads = check_heads(config, "heads", "dim", "level", lambda level: 2**level)
+    return heads or check_hidden(config, "ffn_expansion_factor", "dim")
 
 
 register(

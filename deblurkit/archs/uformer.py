@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from . import Architecture, ConfigField, SizeRule, register
+from .checks import check_heads, check_hidden
 
 __all__ = ["Uformer"]
 
@@ -528,18 +529,9 @@ _SCHEMA = {
 
 def _check_config(config: Mapping[str, Any]) -> str | None:
     """Each of the nine stages splits its channels evenly into heads; the token MLP keeps a hidden channel."""
-    embed_dim = config["embed_dim"]
-    for stage, heads in enumerate(config["num_heads"]):
-        # Encoders 1..8×, bottleneck 16×, decoders 16..2× (after concatenating the skip).
-        scale = 2 ** min(stage, 9 - stage)
-        if embed_dim * scale % heads:
-            return (
-                f'"num_heads" entry {stage + 1} ({heads}) must divide the {embed_dim * scale} channels '
-                f"of its stage (embed_dim × {scale})"
-            )
-    if int(embed_dim * config["mlp_ratio"]) < 1:
-        return f'"mlp_ratio" leaves no hidden channel with embed_dim {embed_dim}'
-    return None
+    # Encoders 1..8×, bottleneck 16×, decoders 16..2× (after concatenating the skip).
+    heads = check_heads(config, "num_heads", "embed_dim", "stage", lambda stage: 2 ** min(stage, 9 - stage))
+    return heads or check_hidden(config, "mlp_ratio", "embed_dim")
 
 
 register(

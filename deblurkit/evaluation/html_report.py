@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -33,22 +34,24 @@ from .report_pictures import (
 
 __all__ = ["ReportImage", "most_different_window", "write_html_report"]
 
-_LABELS = {
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "sharpness": "Sharpness",
-    "seconds": "Seconds",
-    "lpips": "LPIPS",
-    "mae": "MAE",
-}
-_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}", "seconds": "{:.3f}", "lpips": "{:.4f}", "mae": "{:.4f}"}
-_HIGHER_IS_BETTER = {
-    "psnr": True,
-    "ssim": True,
-    "sharpness": True,
-    "lpips": False,
-    "mae": False,
-    "seconds": False,
+
+@dataclass(frozen=True)
+class _Column:
+    """How the page shows a score: its heading, its number format, and which way is better (``None``:
+    no best value is marked)."""
+
+    label: str
+    format: str = "{:.4g}"
+    higher_is_better: bool | None = None
+
+
+_COLUMNS = {
+    "psnr": _Column("PSNR (dB)", "{:.2f}", higher_is_better=True),
+    "ssim": _Column("SSIM", "{:.4f}", higher_is_better=True),
+    "sharpness": _Column("Sharpness", higher_is_better=True),
+    "seconds": _Column("Seconds", "{:.3f}", higher_is_better=False),
+    "lpips": _Column("LPIPS", "{:.4f}", higher_is_better=False),
+    "mae": _Column("MAE", "{:.4f}", higher_is_better=False),
 }
 _CSP = (
     "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -68,8 +71,13 @@ def _asset(name: str) -> str:
     return resources.files("deblurkit.evaluation").joinpath("report_assets", name).read_text(encoding="utf-8")
 
 
+def _column(name: str) -> _Column:
+    """The presentation of a score column; any other score shows under its own name."""
+    return _COLUMNS.get(name, _Column(name))
+
+
 def _fmt(column: str, value: float) -> str:
-    return _FORMATS.get(column, "{:.4g}").format(value)
+    return _column(column).format.format(value)
 
 
 def _value(table: dict[str, dict[str, float]], row: str, column: str) -> float | None:
@@ -89,9 +97,10 @@ def _cell(column: str, value: float | None, best: bool = False) -> str:
 
 def _best(values: Sequence[float | None], column: str) -> float | None:
     present = [v for v in values if v is not None]
-    if column not in _HIGHER_IS_BETTER or len(present) < 2:
+    higher_is_better = _column(column).higher_is_better
+    if higher_is_better is None or len(present) < 2:
         return None
-    return max(present) if _HIGHER_IS_BETTER[column] else min(present)
+    return max(present) if higher_is_better else min(present)
 
 
 def _sort_header(label: str, col: int, kind: str, extra: str = "") -> str:
@@ -103,7 +112,7 @@ def _sort_header(label: str, col: int, kind: str, extra: str = "") -> str:
 
 def _means_table(means: dict[str, dict[str, float]], rows: Sequence[str], columns: Sequence[str]) -> str:
     head = [_sort_header("Row", 0, "text")]
-    head += [_sort_header(_LABELS.get(c, c), i, "number") for i, c in enumerate(columns, 1)]
+    head += [_sort_header(_column(c).label, i, "number") for i, c in enumerate(columns, 1)]
     best = {c: _best([_value(means, r, c) for r in rows], c) for c in columns}
     body = []
     for row in rows:
@@ -131,7 +140,7 @@ def _images_table(images: Sequence[ReportImage], rows: Sequence[str], columns: S
     second = []
     col = 2
     for column, present in groups:
-        top.append(f'<th scope="colgroup" colspan="{len(present)}">{_e(_LABELS.get(column, column))}</th>')
+        top.append(f'<th scope="colgroup" colspan="{len(present)}">{_e(_column(column).label)}</th>')
         for row in present:
             second.append(_sort_header(row, col, "number"))
             col += 1
@@ -157,7 +166,7 @@ def _scores_table(item: ReportImage, rows: Sequence[str], columns: Sequence[str]
     if not present:
         return ""
     head = '<th scope="col">Row</th>' + "".join(
-        f'<th scope="col">{_e(_LABELS.get(c, c))}</th>' for c in columns
+        f'<th scope="col">{_e(_column(c).label)}</th>' for c in columns
     )
     best = {c: _best([_value(item.scores, r, c) for r in present], c) for c in columns}
     body = []

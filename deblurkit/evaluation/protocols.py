@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ..errors import DeblurkitError, UsageError
-from ..imaging.reading import to_float
+from ..imaging.reading import data_range, to_float
 from ..metrics.psnr import psnr as _psnr
 from ..metrics.ssim import GAUSS_11, K1, K2, ssim_matlab, ssim_skimage
 from .alignment import OpenCVUnavailableError, align_realblur, require_cv2
@@ -236,14 +236,6 @@ def score_realblur(restored: np.ndarray, reference: np.ndarray) -> dict[str, flo
     return {"psnr": psnr, "ssim": _masked_ssim(xr, zr, cr)}
 
 
-def _data_range(dtype: np.dtype) -> float:
-    if dtype == np.uint8:
-        return 255.0
-    if dtype == np.uint16:
-        return 65535.0
-    return 1.0
-
-
 def score_plain(restored: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """``deblurkit score``'s default metrics and sample convention (:mod:`deblurkit.evaluation.score`)."""
     from ..metrics import get_metric
@@ -251,16 +243,16 @@ def score_plain(restored: np.ndarray, reference: np.ndarray) -> dict[str, float]
 
     a, b = _pair(restored, reference, rgb=False)
     if a.dtype == b.dtype:
-        x, y, data_range = _batch(a), _batch(b), _data_range(b.dtype)
+        x, y, peak = _batch(a), _batch(b), data_range(b.dtype)
     else:  # different sample types: both in [0, 1] float64
-        x = _batch(a.astype(np.float64) / _data_range(a.dtype))
-        y = _batch(b.astype(np.float64) / _data_range(b.dtype))
-        data_range = 1.0
+        x = _batch(a.astype(np.float64) / data_range(a.dtype))
+        y = _batch(b.astype(np.float64) / data_range(b.dtype))
+        peak = 1.0
     values = {}
     for name in DEFAULT_METRICS:
         metric = get_metric(name)
         _min_side(a, metric.min_size, name)
-        values[name] = float(metric.compute(x, y, data_range)[0])
+        values[name] = float(metric.compute(x, y, peak)[0])
     return values
 
 
@@ -278,19 +270,15 @@ _MATLAB_DESCRIPTION = (
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
-        Protocol(
-            name="gopro",
-            description="GoPro test set: " + _MATLAB_DESCRIPTION,
-            source=f"{_RESTORMER}/Motion_Deblurring/evaluate_gopro_hide.m",
-            score=score_matlab_8bit,
-            reference_bit_depth=8,
-        ),
-        Protocol(
-            name="hide",
-            description="HIDE test set: " + _MATLAB_DESCRIPTION,
-            source=f"{_RESTORMER}/Motion_Deblurring/evaluate_gopro_hide.m",
-            score=score_matlab_8bit,
-            reference_bit_depth=8,
+        *(
+            Protocol(
+                name=name,
+                description=f"{test_set} test set: " + _MATLAB_DESCRIPTION,
+                source=f"{_RESTORMER}/Motion_Deblurring/evaluate_gopro_hide.m",
+                score=score_matlab_8bit,
+                reference_bit_depth=8,
+            )
+            for name, test_set in (("gopro", "GoPro"), ("hide", "HIDE"))
         ),
         Protocol(
             name="dpdd",

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import DeblurkitError, UsageError
 from ..imaging.discovery import DataError, images_by_key, match_by_key, read_list
-from ..imaging.reading import DEFAULT_MAX_PIXELS, LoadedImage, read_image
+from ..imaging.reading import DEFAULT_MAX_PIXELS, LoadedImage, data_range, read_image
 from ..inference.device import resolve_device
 from ..metrics import (
     OPTION_CROP_BORDER,
@@ -180,14 +180,6 @@ def read_pairs_csv(path: str | Path) -> list[Pair]:
     return pairs
 
 
-def _data_range(dtype: np.dtype) -> float:
-    if dtype == np.uint8:
-        return 255.0
-    if dtype == np.uint16:
-        return 65535.0
-    return 1.0
-
-
 def _tensor(array: np.ndarray, device: torch.device, scale: float | None) -> torch.Tensor:
     if scale is not None:
         array = array.astype(np.float64) / scale
@@ -213,9 +205,9 @@ def _prepare(
     if restored.pixels.dtype == reference.pixels.dtype:
         x = _tensor(restored.pixels, device, None)
         y = _tensor(reference.pixels, device, None)
-        return x, y, _data_range(reference.pixels.dtype)
-    x = _tensor(restored.pixels, device, _data_range(restored.pixels.dtype))
-    y = _tensor(reference.pixels, device, _data_range(reference.pixels.dtype))
+        return x, y, data_range(reference.pixels.dtype)
+    x = _tensor(restored.pixels, device, data_range(restored.pixels.dtype))
+    y = _tensor(reference.pixels, device, data_range(reference.pixels.dtype))
     return x, y, 1.0
 
 
@@ -231,7 +223,7 @@ def _score_pair(
     try:
         restored = read_image(pair.restored, max_pixels=max_pixels)
         reference = read_image(pair.reference, max_pixels=max_pixels)
-        x, y, data_range = _prepare(restored, reference, device)
+        x, y, peak = _prepare(restored, reference, device)
         if crop and 2 * crop >= min(x.shape[-2:]):
             raise DeblurkitError(
                 f"--crop-border {crop} leaves nothing of a {x.shape[-1]}×{x.shape[-2]} image"
@@ -242,7 +234,7 @@ def _score_pair(
             if key not in variants:
                 a, b = (crop_border(x, crop), crop_border(y, crop)) if key[0] else (x, y)
                 if key[1]:
-                    a, b = rgb_to_y(a, data_range), rgb_to_y(b, data_range)
+                    a, b = rgb_to_y(a, peak), rgb_to_y(b, peak)
                 variants[key] = (a, b)
             a, b = variants[key]
             if min(a.shape[-2:]) < metric.min_size:
@@ -250,7 +242,7 @@ def _score_pair(
                     f"{metric.name} needs images of at least {metric.min_size}×{metric.min_size} px, "
                     f"got {a.shape[-1]}×{a.shape[-2]}"
                 )
-            result.values[metric.name] = float(metric.compute(a, b, data_range)[0])
+            result.values[metric.name] = float(metric.compute(a, b, peak)[0])
     except MetricUnavailableError:
         raise
     except DeblurkitError as err:

@@ -1,0 +1,1 @@
+"""Image files in and out: finding, reading, writing (atomically) and comparing images."""

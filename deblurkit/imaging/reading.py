@@ -23,7 +23,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError, one_line
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "from_float", "read_image", "to_float"]
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "data_range", "from_float", "read_image", "to_float"]
 
 DEFAULT_MAX_PIXELS = 200_000_000
 """Largest image deblurkit reads by default (200 megapixels); each command has an option to raise it."""
@@ -65,6 +65,15 @@ class LoadedImage:
     @property
     def channels(self) -> int:
         return int(self.pixels.shape[2])
+
+
+def data_range(dtype: np.dtype) -> float:
+    """The range samples of a type span: 255 for uint8, 65535 for uint16, 1 otherwise (floats in [0, 1])."""
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    return 1.0
 
 
 def to_float(array: np.ndarray) -> np.ndarray:

@@ -4,14 +4,17 @@ The image stays in host memory; only tiles (see :mod:`deblurkit.inference.tiling
 and their weighted outputs are added into a float32 host buffer. ``tile="auto"`` measures the model's
 memory per pixel once (a probe forward) and picks the largest tiling that fits the free device memory
 (on CPU, also at most :data:`~deblurkit.inference.memory.CPU_TILE_MEMORY`, beyond which bigger tiles are
-not faster), the whole image when it fits. An out-of-memory error halves the tile and redoes the image;
-a non-finite output in bf16/fp16 is redone in fp32.
+not faster), the whole image when it fits. Equal-sized tiles go through the network in batches, as many
+per forward pass as the memory budget holds at the measured memory per pixel (with explicit tiles, the
+first tile's forward is measured): small tiles cost little more than the whole image. An out-of-memory
+error splits the batch, or with one tile per pass halves the tile and redoes the image; a non-finite
+output in bf16/fp16 is redone in fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +24,7 @@ from ..errors import DeblurkitError, UsageError
 from ..imaging.reading import from_float, to_float
 from ..zoo.restorer import Restorer
 from .memory import peak_memory, tile_memory_budget
-from .tiling import TilePlan, auto_tile, fit_tile, halve_tile, is_out_of_memory, plan_tiles
+from .tiling import Tile, TilePlan, auto_tile, fit_tile, halve_tile, is_out_of_memory, plan_tiles
 
 __all__ = ["DEFAULT_OVERLAP", "PRECISIONS", "Deblurrer", "RestoredImage", "deblur_image", "resolve_precision"]
 
@@ -104,6 +107,7 @@ class Deblurrer:
         self._side: int | None = None if tile in ("auto", 0) else self._explicit_side(int(tile))
         self._auto = tile == "auto"
         self._max_pixels: int | None = None
+        self._max_batch: int | None = None
         self._bytes_per_pixel: float | None = None
         if self.device.type == "cuda" and model.architecture.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -135,11 +139,16 @@ class Deblurrer:
         probe = torch.rand(1, 3, side, side, device=self.device)
         self._infer(small, self.precision)
         peak = peak_memory(lambda: self._infer(probe, self.precision), self.device)
+        return self._per_pixel(peak, side**2)
+
+    @staticmethod
+    def _per_pixel(peak: float | None, pixels: int) -> float:
+        """Bytes per pixel from a forward's measured peak (a fallback where it cannot be measured)."""
         if peak is None:
             return _FALLBACK_BYTES_PER_PIXEL
         # Memory already resident (freed by earlier work) can hide the peak; a forward pass holds at
         # least its fp32 RGB input and output.
-        return max(peak / side**2, _MIN_BYTES_PER_PIXEL)
+        return max(peak / pixels, _MIN_BYTES_PER_PIXEL)
 
     def _tile_for(self, height: int, width: int) -> int | tuple[int, int]:
         if self._side is not None:
@@ -147,12 +156,15 @@ class Deblurrer:
         if not self._auto:
             return 0
         self.prepare()
+        return auto_tile(height, width, self._pass_pixels(), self.overlap, self._rule, self._min_tile)
+
+    def _pass_pixels(self) -> int:
+        """The most pixels one forward pass may take: the memory budget over the measured bytes per
+        pixel, at most what an earlier out-of-memory error left."""
         assert self._bytes_per_pixel is not None
         budget = self.memory_budget or tile_memory_budget(self.device)
         max_pixels = int(budget / self._bytes_per_pixel)
-        if self._max_pixels is not None:
-            max_pixels = min(max_pixels, self._max_pixels)
-        return auto_tile(height, width, max_pixels, self.overlap, self._rule, self._min_tile)
+        return max_pixels if self._max_pixels is None else min(max_pixels, self._max_pixels)
 
     def _back_off(self, tile: tuple[int, int]) -> bool:
         """Halve the tile after an out-of-memory error; False when it cannot get smaller."""
@@ -174,20 +186,66 @@ class Deblurrer:
         with torch.inference_mode(), autocast:
             return self._forward(x).float()
 
+    def _tile_input(self, pixels: np.ndarray, part: Tile) -> torch.Tensor:
+        """One tile of the host image as a 1×3×h×w float tensor on the device."""
+        host = torch.from_numpy(to_float(pixels[part.slices])).permute(2, 0, 1)[None]
+        return host.to(self.device, non_blocking=True).expand(-1, 3, -1, -1)
+
+    def _tiles_per_pass(self, tile: Tile) -> int:
+        """How many tiles of ``tile``'s size one forward pass takes: as many as the memory budget holds
+        at the measured memory per pixel, at most the cap set by an earlier out-of-memory error."""
+        if self._bytes_per_pixel is None:
+            return 1
+        count = max(1, self._pass_pixels() // (tile.height * tile.width))
+        return count if self._max_batch is None else min(count, self._max_batch)
+
+    def _passes(self, plan: TilePlan) -> Iterator[list[Tile]]:
+        """The plan's tiles in forward passes: runs of equal-sized tiles, as many per pass as fit."""
+        group: list[Tile] = []
+        for part in plan:
+            if group and (
+                (part.height, part.width) != (group[0].height, group[0].width)
+                or len(group) >= self._tiles_per_pass(group[0])
+            ):
+                yield group
+                group = []
+            group.append(part)
+        if group:
+            yield group
+
+    def _infer_tiles(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        """The network on a batch of tiles; out of memory with more than one tile, the batch is split in
+        halves (and later passes capped to that size) instead of shrinking the tiles."""
+        if self._bytes_per_pixel is None:  # the first pass (one tile), measured, sizes all later passes
+            outputs: list[torch.Tensor] = []
+            peak = peak_memory(lambda: outputs.append(self._infer(x, precision)), self.device)
+            self._bytes_per_pixel = self._per_pixel(peak, x.shape[-2] * x.shape[-1])
+            return outputs[0]
+        try:
+            return self._infer(x, precision)
+        except Exception as err:
+            if len(x) == 1 or not is_out_of_memory(err):
+                raise
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = len(x) // 2
+        self._max_batch = half
+        return torch.cat([self._infer_tiles(x[:half], precision), self._infer_tiles(x[half:], precision)])
+
     def _run(self, pixels: np.ndarray, plan: TilePlan, precision: str) -> np.ndarray:
         out = np.zeros(pixels.shape, np.float32)
-        for part in plan:
-            host = torch.from_numpy(to_float(pixels[part.slices])).permute(2, 0, 1)[None]
-            x = host.to(self.device, non_blocking=True).expand(-1, 3, -1, -1).contiguous()
+        for group in self._passes(plan):
+            x = torch.cat([self._tile_input(pixels, part) for part in group])
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = self._infer(x, precision)
+            y = self._infer_tiles(x, precision)
             if precision != "fp32" and not torch.isfinite(y).all():
                 raise _NonFiniteOutputError
             if pixels.shape[2] == 1:
                 y = y.mean(1, keepdim=True)
-            weights = torch.from_numpy(part.weights()).to(self.device)
-            out[part.slices] += (y[0] * weights).permute(1, 2, 0).cpu().numpy()
+            for part, tile_out in zip(group, y, strict=True):
+                weights = torch.from_numpy(part.weights()).to(self.device)
+                out[part.slices] += (tile_out * weights).permute(1, 2, 0).cpu().numpy()
         return out
 
     def _small_image_pads(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]] | None:

@@ -43,6 +43,14 @@ class Tile:
     weight_x: np.ndarray
 
     @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
     def slices(self) -> tuple[slice, slice]:
         """Row and column slices of the tile in the image."""
         return slice(self.top, self.bottom), slice(self.left, self.right)

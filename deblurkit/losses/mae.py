@@ -108,14 +108,19 @@ def global_distance(
 
 
 class MAEPerceptualTerm(nn.Module):
-    """Base of the MAE losses: features of chosen blocks at the same sampled tokens.
+    """Base of the MAE losses: features of chosen blocks at the same sampled tokens, compared with
+    exponent ``p`` (1 or 2).
 
     ``forward(restored, target, ids=None)`` returns the unweighted loss. A caller that already has the
     features (a combined loss sharing them between terms) calls :meth:`from_features`.
     """
 
     def __init__(
-        self, encoder: ViTEncoder, blocks: int | Iterable[int] = DEFAULT_BLOCKS, ratio: float = 0.5
+        self,
+        encoder: ViTEncoder,
+        blocks: int | Iterable[int] = DEFAULT_BLOCKS,
+        ratio: float = 0.5,
+        p: int = 1,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -127,6 +132,7 @@ class MAEPerceptualTerm(nn.Module):
             raise DeblurkitError(f"encoder blocks must be in 1..{encoder.depth} (1-based), got {bad[0]}")
         keep_count(1, ratio)  # validates the ratio
         self.ratio = float(ratio)
+        self.p = _check_p(p)
 
     def forward(
         self, restored: torch.Tensor, target: torch.Tensor, *, ids: torch.Tensor | None = None
@@ -141,27 +147,14 @@ class MAEPerceptualTerm(nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return f"blocks={self.blocks}, ratio={self.ratio}"
+        return f"blocks={self.blocks}, ratio={self.ratio}, p={self.p}"
 
 
 class MAELocalLoss(MAEPerceptualTerm):
     """Local MAE perceptual loss ``Σ_l mean |φ_l(Î) − φ_l(I)|^p`` (p = 1: official)."""
 
-    def __init__(
-        self,
-        encoder: ViTEncoder,
-        blocks: int | Iterable[int] = DEFAULT_BLOCKS,
-        ratio: float = 0.5,
-        p: int = 1,
-    ) -> None:
-        super().__init__(encoder, blocks, ratio)
-        self.p = _check_p(p)
-
     def from_features(self, restored: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
         return local_distance(restored, target, self.p)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, p={self.p}"
 
 
 class MAEGlobalLoss(MAEPerceptualTerm):
@@ -176,8 +169,7 @@ class MAEGlobalLoss(MAEPerceptualTerm):
         variant: str = "tokens",
         projections: int = 256,
     ) -> None:
-        super().__init__(encoder, blocks, ratio)
-        self.p = _check_p(p)
+        super().__init__(encoder, blocks, ratio, p)
         if variant not in GLOBAL_VARIANTS:
             raise DeblurkitError(
                 f"unknown global variant {variant!r}; choose from {', '.join(GLOBAL_VARIANTS)}"
@@ -192,4 +184,4 @@ class MAEGlobalLoss(MAEPerceptualTerm):
 
     def extra_repr(self) -> str:
         extra = f", projections={self.projections}" if self.variant == "sliced" else ""
-        return f"{super().extra_repr()}, p={self.p}, variant={self.variant!r}{extra}"
+        return f"{super().extra_repr()}, variant={self.variant!r}{extra}"

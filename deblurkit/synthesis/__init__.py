@@ -1,0 +1,1 @@
+"""Making blurry/sharp training pairs: synthetic blur kernels and real blur averaged from video frames."""

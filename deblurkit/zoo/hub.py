@@ -125,32 +125,48 @@ def _translate(
     hint: str,
     not_found: type[DeblurkitError],
 ) -> DeblurkitError | None:
-    """The one-line error for an exception raised by huggingface_hub; ``None`` when it is not one."""
-    known = _errors()
-    if isinstance(err, known.bad_id):
-        return UsageError(f"{what}: {repo_id!r} is not a valid Hub repository id ({one_line(err)})")
-    if isinstance(err, known.not_cached):
-        reason = "HF_HUB_OFFLINE is set" if offline() else "the Hub cannot be reached"
-        return WeightsError(f"{what} is not in the local Hub cache and {reason}; {hint}")
-    if isinstance(err, known.gated):
-        return WeightsError(f"{what}: {repo_id} is gated on the Hub: accept its terms there and set HF_TOKEN")
-    if isinstance(err, known.no_repo):
-        return not_found(f"{what}: the Hub has no repository {repo_id!r} (or it is private: set HF_TOKEN)")
-    if isinstance(err, known.no_revision):
-        return not_found(f"{what}: the Hub repository {repo_id!r} has no revision {revision!r}")
-    if isinstance(err, known.no_file):
-        return not_found(f"{what}: the Hub repository {repo_id!r} has no file {filename!r} at {revision}")
-    if isinstance(err, known.http):
-        return WeightsError(f"{what} could not be downloaded: {one_line(err)}")
-    if isinstance(err, known.unreachable):
-        return WeightsError(f"{what}: the Hub cannot be reached ({one_line(err)}); {hint}")
-    if isinstance(err, (PermissionError, NotADirectoryError)):
-        return WeightsError(
-            f"{what}: the Hugging Face cache in {constants.HF_HOME} cannot be used ({one_line(err)}); "
-            "make it writable or point HF_HOME at a writable folder"
-        )
-    if isinstance(err, OSError):
-        return WeightsError(f"{what} could not be downloaded: {one_line(err)}")
+    """The one-line error for an exception raised by huggingface_hub; ``None`` when it is not one.
+
+    The first kind of exception that ``err`` is decides (a later kind may be a base class of an earlier).
+    """
+    known, detail = _errors(), one_line(err)
+    reason = "HF_HUB_OFFLINE is set" if offline() else "the Hub cannot be reached"
+    kinds = (
+        (known.bad_id, UsageError, f"{what}: {repo_id!r} is not a valid Hub repository id ({detail})"),
+        (known.not_cached, WeightsError, f"{what} is not in the local Hub cache and {reason}; {hint}"),
+        (
+            known.gated,
+            WeightsError,
+            f"{what}: {repo_id} is gated on the Hub: accept its terms there and set HF_TOKEN",
+        ),
+        (
+            known.no_repo,
+            not_found,
+            f"{what}: the Hub has no repository {repo_id!r} (or it is private: set HF_TOKEN)",
+        ),
+        (
+            known.no_revision,
+            not_found,
+            f"{what}: the Hub repository {repo_id!r} has no revision {revision!r}",
+        ),
+        (
+            known.no_file,
+            not_found,
+            f"{what}: the Hub repository {repo_id!r} has no file {filename!r} at {revision}",
+        ),
+        (known.http, WeightsError, f"{what} could not be downloaded: {detail}"),
+        (known.unreachable, WeightsError, f"{what}: the Hub cannot be reached ({detail}); {hint}"),
+        (
+            (PermissionError, NotADirectoryError),
+            WeightsError,
+            f"{what}: the Hugging Face cache in {constants.HF_HOME} cannot be used ({detail}); "
+            "make it writable or point HF_HOME at a writable folder",
+        ),
+        ((OSError,), WeightsError, f"{what} could not be downloaded: {detail}"),
+    )
+    for classes, error, message in kinds:
+        if isinstance(err, classes):
+            return error(message)
     return None
 
 

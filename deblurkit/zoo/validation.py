@@ -1,4 +1,4 @@
-"""Check an architecture's config before any network is built (issue #12).
+"""Check an architecture's config before any network is built.
 
 A model folder's ``config.json`` (or a card, or a file's metadata) is untrusted: a width of 1e9, a
 negative width or 40 levels would otherwise give a traceback or a huge allocation. :func:`validate_config`
