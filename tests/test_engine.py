@@ -110,7 +110,7 @@ def test_out_of_memory_halves_the_tile_and_retries():
 
 def test_tiles_go_through_the_network_in_batches_that_fit():
     network = Greedy(limit=3 * 32 * 32)
-    deblurrer = Deblurrer(_restorer(network), tile=32, overlap=8)
+    deblurrer = Deblurrer(_restorer(network), tile=32, overlap=8, batch_tiles=True)
     image = _image(64, 64, 3)
     result = deblurrer(image)
     assert np.array_equal(result.pixels, image) and result.notes == []
@@ -128,7 +128,7 @@ def test_batched_tiles_give_the_same_image_as_one_tile_per_pass():
     calls: list[int] = []
 
     def run(memory_budget: int) -> np.ndarray:
-        deblurrer = Deblurrer(model, tile=64, overlap=16, memory_budget=memory_budget)
+        deblurrer = Deblurrer(model, tile=64, overlap=16, memory_budget=memory_budget, batch_tiles=True)
         forward = deblurrer._forward
         deblurrer._forward = lambda x: calls.append(len(x)) or forward(x)
         return deblurrer(image).pixels
@@ -140,6 +140,14 @@ def test_batched_tiles_give_the_same_image_as_one_tile_per_pass():
     batched = run(memory_budget=2**30)
     assert max(calls) > 1 and sum(calls) == tiles
     np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-5)
+
+
+def test_tiles_are_batched_on_cuda_only_by_default():
+    network = Greedy(limit=10**9)
+    image = _image(64, 64, 3)
+    deblurrer = Deblurrer(_restorer(network), tile=32, overlap=8)
+    assert deblurrer.batch_tiles is False
+    assert np.array_equal(deblurrer(image).pixels, image) and set(network.batches) == {1}
 
 
 def test_out_of_memory_at_the_smallest_tile_fails_the_image():

@@ -4,9 +4,9 @@ The image stays in host memory; only tiles (see :mod:`deblurkit.inference.tiling
 and their weighted outputs are added into a float32 host buffer. ``tile="auto"`` measures the model's
 memory per pixel once (a probe forward) and picks the largest tiling that fits the free device memory
 (on CPU, also at most :data:`~deblurkit.inference.memory.CPU_TILE_MEMORY`, beyond which bigger tiles are
-not faster), the whole image when it fits. Equal-sized tiles go through the network in batches, as many
-per forward pass as the memory budget holds at the measured memory per pixel (with explicit tiles, the
-first tile's forward is measured): small tiles cost little more than the whole image. An out-of-memory
+not faster), the whole image when it fits. On CUDA, equal-sized tiles go through the network in batches,
+as many per forward pass as the memory budget holds at the measured memory per pixel (with explicit
+tiles, the first tile's forward is measured); on CPU one tile per pass is faster. An out-of-memory
 error splits the batch, or with one tile per pass halves the tile and redoes the image; a non-finite
 output in bf16/fp16 is redone in fp32.
 """
@@ -74,7 +74,9 @@ class Deblurrer:
     ``tile``: ``"auto"``, a side in pixels, or 0 for the whole image. ``overlap``: pixels shared by
     neighbouring tiles. ``precision``: see :func:`resolve_precision`. ``compile``: ``torch.compile``
     the network (not on CPU, where each new image size would recompile it: a note says so instead).
-    ``memory_budget``: bytes a tile may use (default: :func:`tile_memory_budget`).
+    ``memory_budget``: bytes a tile may use (default: :func:`tile_memory_budget`). ``batch_tiles``:
+    send equal-sized tiles through the network several at a time, as many as ``memory_budget`` holds
+    (default: on CUDA only; on CPU one tile per pass is faster, its activations staying in cache).
     Grayscale is replicated to RGB for the network and the mean of the three outputs taken. On CUDA,
     architectures registered as ``channels_last`` (NAFNet) are switched to that memory format. An
     image side shorter than the smallest meaningful tile is mirrored out to it (centred) when the
@@ -91,6 +93,7 @@ class Deblurrer:
         precision: str = "auto",
         compile: bool = False,
         memory_budget: int | None = None,
+        batch_tiles: bool | None = None,
     ) -> None:
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise UsageError(f"tile must be 'auto', 0 or a positive side in pixels, got {tile!r}")
@@ -101,6 +104,7 @@ class Deblurrer:
         self.precision = resolve_precision(precision, model, self.device)
         self.overlap = overlap
         self.memory_budget = memory_budget
+        self.batch_tiles = self.device.type == "cuda" if batch_tiles is None else batch_tiles
         self.notes: list[str] = []
         self._rule = model.size_rule
         self._min_tile = fit_tile(max(model.architecture.min_tile, self._rule.multiple), self._rule)
@@ -194,7 +198,7 @@ class Deblurrer:
     def _tiles_per_pass(self, tile: Tile) -> int:
         """How many tiles of ``tile``'s size one forward pass takes: as many as the memory budget holds
         at the measured memory per pixel, at most the cap set by an earlier out-of-memory error."""
-        if self._bytes_per_pixel is None:
+        if not self.batch_tiles or self._bytes_per_pixel is None:
             return 1
         count = max(1, self._pass_pixels() // (tile.height * tile.width))
         return count if self._max_batch is None else min(count, self._max_batch)
@@ -216,7 +220,8 @@ class Deblurrer:
     def _infer_tiles(self, x: torch.Tensor, precision: str) -> torch.Tensor:
         """The network on a batch of tiles; out of memory with more than one tile, the batch is split in
         halves (and later passes capped to that size) instead of shrinking the tiles."""
-        if self._bytes_per_pixel is None:  # the first pass (one tile), measured, sizes all later passes
+        if self.batch_tiles and self._bytes_per_pixel is None:
+            # The first pass (one tile), measured, sizes all later passes.
             outputs: list[torch.Tensor] = []
             peak = peak_memory(lambda: outputs.append(self._infer(x, precision)), self.device)
             self._bytes_per_pixel = self._per_pixel(peak, x.shape[-2] * x.shape[-1])
