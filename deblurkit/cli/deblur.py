@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -11,13 +13,14 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from ..errors import UsageError
 from ..evaluation.reports import write_photo_report
 from ..imaging.reading import DEFAULT_MAX_PIXELS
 from ..imaging.writing import WRITE_FORMATS
 from ..inference.batch import DEFAULT_MODEL, FileResult, WriteOptions, deblur_files
 from ..inference.deblurrer import DEFAULT_OVERLAP, PRECISIONS
 from .errors import Command
-from .params import FiniteFloatRange
+from .params import FiniteFloatRange, PathType
 
 __all__ = ["deblur"]
 
@@ -42,13 +45,34 @@ class TileType(click.ParamType):
         return side
 
 
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _stdin_paths() -> list[str]:
+    """The paths listed on stdin: one a line, or NUL-separated (``find -print0``); names are bytes
+    decoded the way the file system's are, so any name on disk can be listed."""
+    with click.open_file("-", "rb") as stdin:
+        data = stdin.read()
+    if b"\0" in data:
+        items = [item for item in data.split(b"\0") if item.strip()]
+    else:
+        items = [line.strip() for line in data.splitlines() if line.strip()]
+    if any(_CONTROL.search(item) for item in items):
+        raise UsageError("'-' reads paths from stdin (one a line, or NUL-separated), not binary data")
+    return [os.fsdecode(item) for item in items]
+
+
 def _sources(inputs: tuple[str, ...]) -> list[str]:
-    """The inputs with ``-`` replaced by the paths listed on stdin, one a line."""
+    """The inputs with ``-`` replaced by the paths listed on stdin (read once)."""
     sources = []
+    listed: list[str] | None = None
     for item in inputs:
+        if not item:  # Path("") is the current folder
+            raise click.BadParameter("an empty path is not a file, folder or pattern", param_hint="INPUTS")
         if item == "-":
-            with click.open_file("-") as stdin:
-                sources += [line.strip() for line in stdin if line.strip()]
+            if listed is None:
+                listed = _stdin_paths()
+                sources += listed
         else:
             sources.append(item)
     return sources
@@ -103,14 +127,14 @@ class _Report:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathType(file_okay=False, path_type=Path),
     help="Output folder [default: NAME-deblurred beside a folder, deblurred/ beside files].",
 )
 @click.option("-r", "--recursive", is_flag=True, help="Descend into subfolders; mirror them in the output.")
 @click.option(
     "-m", "--model", default=DEFAULT_MODEL, show_default=True, help="Zoo name, hf:org/name or path."
 )
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Override the weight file.")
+@click.option("--weights", type=PathType(dir_okay=False, path_type=Path), help="Override the weight file.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
     "--precision",

@@ -18,6 +18,7 @@ from ..inference.batch import DEFAULT_MODEL
 from ..inference.deblurrer import DEFAULT_OVERLAP, PRECISIONS
 from .deblur import TileType
 from .errors import Command
+from .params import PathType
 
 __all__ = ["eval_command"]
 
@@ -44,7 +45,7 @@ class _Progress:
 @click.option(
     "--data",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=PathType(exists=True, path_type=Path),
     help="Pairs: GoPro/HIDE (*/blur + */sharp), input/ + target/, DPDD (inputC/ + target/), a RealBlur "
     "*_test.txt list, or a CSV of blurry,sharp paths.",
 )
@@ -55,7 +56,7 @@ class _Progress:
     multiple=True,
     help=f"Zoo name, hf:org/name or path; repeat to compare [default: {DEFAULT_MODEL}].",
 )
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weight file (one --model).")
+@click.option("--weights", type=PathType(dir_okay=False, path_type=Path), help="Weight file (one --model).")
 @click.option(
     "--protocol",
     type=click.Choice(["auto", *protocol_names()], case_sensitive=False),
@@ -64,9 +65,7 @@ class _Progress:
     help="Scoring of the benchmark's papers; auto: dpdd for inputC/, realblur for its lists, gopro for "
     "blur/ + sharp/, else plain.",
 )
-@click.option(
-    "-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder."
-)
+@click.option("-o", "--output", required=True, type=PathType(file_okay=False, path_type=Path), help="Folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--tile", type=TileType(), default="auto", show_default=True, help="As for deblur.")

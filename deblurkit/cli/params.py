@@ -6,7 +6,7 @@ import math
 
 import click
 
-__all__ = ["MAX_SEED", "FiniteFloatRange", "number_type"]
+__all__ = ["MAX_SEED", "FiniteFloatRange", "PathType", "number_type"]
 
 MAX_SEED = 2**32 - 1
 """The largest seed the commands take (every random generator they seed accepts it)."""
@@ -20,6 +20,16 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+class PathType(click.Path):
+    """A :class:`click.Path` that refuses an empty string, which would otherwise mean the current
+    folder (an unset ``$OUT`` in ``-o "$OUT"`` must not write into wherever the command runs)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            self.fail("an empty path is not a file or folder", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def number_type(

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from ..evaluation.score import DEFAULT_METRICS, PairResult, ScoreResult, score_paths
 from ..metrics import UnknownMetricError, get_metric, metric_names, resolve_metrics
 from .errors import Command
+from .params import PathType
 
 __all__ = ["score"]
 
@@ -79,12 +80,12 @@ def _list_metrics() -> str:
 
 
 @click.command("score", cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("restored", required=False, type=click.Path(path_type=Path))
-@click.argument("reference", required=False, type=click.Path(path_type=Path))
+@click.argument("restored", required=False, type=PathType(path_type=Path))
+@click.argument("reference", required=False, type=PathType(path_type=Path))
 @click.option(
     "--pairs",
     "pairs_csv",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathType(path_type=Path, dir_okay=False),
     help="CSV of restored,reference rows (paths relative to the CSV) instead of two paths.",
 )
 @click.option(

@@ -25,7 +25,7 @@ from ..errors import DeblurkitError
 from ..synthesis.blur import Degradation
 from ..training import COMMAND_DEFAULTS, Event, TrainConfig, load_config, train
 from ..training.config import coerce, option_fields
-from .params import MAX_SEED, FiniteFloatRange, number_type
+from .params import MAX_SEED, FiniteFloatRange, PathType, number_type
 
 __all__ = ["finetune", "synth", "train_command"]
 
@@ -223,7 +223,7 @@ def _command(command: str, summary: str, examples: str) -> Callable[[Callable], 
             "-c",
             "--config",
             "config_file",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            type=PathType(dir_okay=False, exists=True, path_type=Path),
             help="TOML config file (flags override it).",
         )(func)
         return click.command(command, context_settings=_CONTEXT)(func)
@@ -282,11 +282,11 @@ def _degradation_options(func: Callable) -> Callable:
 
 
 @click.command("synth", context_settings=_CONTEXT)
-@click.argument("sharp_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("sharp_dir", type=PathType(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "-o",
     "--output",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathType(file_okay=False, path_type=Path),
     required=True,
     help="Pairs folder to write (blur/ and sharp/).",
 )
@@ -353,6 +353,7 @@ def synth(
       deblurkit synth photos/ -o levin/ --kernels bank --kernel-bank levin09.npz
       deblurkit synth gopro-frames/ -o frame-pairs/ --from-frames --frames-count 7,13
     """
+    from ..imaging.discovery import outside
     from ..synthesis.frames import FrameAveraging, frame_sequences, synthesize_from_frames
     from ..synthesis.pairs import synthesize_pairs
     from ..training.data import sharp_images
@@ -368,11 +369,13 @@ def synth(
             gamma=frames_gamma,
             **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()},
         )
-        total = sum(len(s) // averaging.frames[0] for s in frame_sequences(sharp_dir, averaging.frames[0]))
+        pairs = (output / "blur", output / "sharp")  # earlier pairs are never read back
+        sequences = frame_sequences(sharp_dir, averaging.frames[0], exclude=pairs)
+        total = sum(len(s) // averaging.frames[0] for s in sequences)
         records = synthesize_from_frames(sharp_dir, output, averaging, stride=stride, seed=seed)
     else:
         degradation = Degradation(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
-        total = len(sharp_images(sharp_dir))
+        total = len(outside(sharp_images(sharp_dir), (output / "blur", output / "sharp")))
         records = synthesize_pairs(sharp_dir, output, degradation, seed)
     written = 0
     with tqdm(total=total, unit="pair", disable=quiet) as bar:

@@ -11,6 +11,7 @@ from ..errors import DeblurkitError
 from ..zoo.cards import ZooEntry, all_entries, get_entry
 from ..zoo.hub import fetch_weights, offline
 from ..zoo.models import convert_checkpoint
+from .params import PathType
 
 __all__ = ["zoo"]
 
@@ -146,8 +147,8 @@ def download(names: tuple[str, ...]) -> None:
 
 
 @zoo.command("convert")
-@click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.argument("target", type=click.Path(dir_okay=False))
+@click.argument("source", type=PathType(exists=True, dir_okay=False))
+@click.argument("target", type=PathType(dir_okay=False))
 @click.option("--model", "model", required=True, help="The zoo entry the checkpoint belongs to.")
 def convert(source: str, target: str, model: str) -> None:
     """Convert an official .pth checkpoint into a safetensors file that --model accepts directly.

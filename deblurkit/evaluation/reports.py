@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import DeblurkitError
 from ..imaging.reading import read_image
 from ..metrics.sharpness import sharpness
 from .benchmark import INPUT_ROW, EvalResult
@@ -59,12 +60,16 @@ def write_photo_report(
     """A page for photos without a sharp reference: each (input, output) with a before/after slider
     and the no-reference sharpness of both (``deblur --report``); ``seconds[i]`` is None for an output
     made by an earlier run."""
-    images, rows = [], {INPUT_ROW: [], label: []}
+    images, rows, unscored = [], {INPUT_ROW: [], label: []}, []
     for i, (source, output) in enumerate(pairs):
-        before = sharpness(read_image(source).pixels)
-        after = sharpness(read_image(output).pixels)
+        try:
+            before = {"sharpness": sharpness(read_image(source).pixels)}
+            after = {"sharpness": sharpness(read_image(output).pixels)}
+        except DeblurkitError:  # too small to measure, or gone since: shown without the number
+            before, after = {}, {}
+            unscored.append(source.name)
         spent = {"seconds": seconds[i]} if i < len(seconds) and seconds[i] is not None else {}
-        scores = {INPUT_ROW: {"sharpness": before}, label: {"sharpness": after, **spent}}
+        scores = {INPUT_ROW: before, label: {**after, **spent}}
         rows[INPUT_ROW].append(scores[INPUT_ROW])
         rows[label].append(scores[label])
         images.append(ReportImage(name=source.name, input=source, outputs={label: output}, scores=scores))
@@ -79,6 +84,8 @@ def write_photo_report(
         for row, values in rows.items()
     }
     notes = ["Sharpness: normalised Laplacian energy Var(∇²Y)/Var(Y) of the luma; higher is sharper."]
+    if unscored:
+        notes.append(f"No sharpness for {len(unscored)} photo(s) smaller than 3×3 px or unreadable now.")
     return write_html_report(
         path, title=f"deblurkit deblur: {label}", images=images, means=means, columns=columns, notes=notes
     )

@@ -31,6 +31,8 @@ __all__ = ["atomic_path", "check_writable", "is_disk_full", "write_atomic", "wri
 
 _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 _OWNER = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]+")
+# ".NAME." + "HOST-PID-TOKEN" (8 + 1 + up to 10 + 1 + 16 bytes) + ".tmp" fits in a 255-byte file name
+_STEM_BYTES = 255 - 2 - 36 - 4
 _DISK_FULL = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 
 
@@ -39,9 +41,16 @@ def is_disk_full(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in _DISK_FULL
 
 
+def _stem(path: Path) -> str:
+    """The part of ``path``'s name its temporaries carry: all of it, or as much as keeps a temporary's
+    name within the 255 bytes file systems allow (a long but valid name must stay writable)."""
+    name = os.fsencode(path.name)
+    return path.name if len(name) <= _STEM_BYTES else os.fsdecode(name[:_STEM_BYTES])
+
+
 def _temporary(path: Path) -> Path:
     """A hidden temporary name beside ``path`` that no other process or thread uses."""
-    return path.parent / f".{path.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.tmp"
+    return path.parent / f".{_stem(path)}.{_HOST}-{os.getpid()}-{secrets.token_hex(8)}.tmp"
 
 
 def _running(pid: int) -> bool:
@@ -79,8 +88,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        if _is_abandoned(stale, path.name):
+    if path.is_dir():  # os.replace would fail with a message naming the temporary
+        raise DeblurkitError(f"cannot write {path}: a folder of that name is in the way")
+    stem = _stem(path)
+    for stale in path.parent.glob(f".{glob.escape(stem)}.*.tmp"):
+        if _is_abandoned(stale, stem):
             with contextlib.suppress(OSError):
                 stale.unlink()
     temp = _temporary(path)

@@ -18,7 +18,7 @@ import csv
 import functools
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,7 @@ __all__ = [
     "is_image_file",
     "mark_output_folder",
     "match_by_key",
+    "outside",
     "read_list",
 ]
 
@@ -121,6 +122,13 @@ def match_by_key(
     return matched, lonely_left, sorted(lonely_right)
 
 
+def outside(paths: Iterable[Path], folders: Iterable[Path]) -> list[Path]:
+    """The paths that are not in (or below) any of ``folders``, symbolic links resolved: what a command
+    that writes into those folders may read without taking its own outputs back in."""
+    real = [Path(os.path.realpath(folder)) for folder in folders]
+    return [path for path in paths if not any(Path(os.path.realpath(path)).is_relative_to(f) for f in real)]
+
+
 def glob_base(pattern: str) -> Path:
     """The folder part of a glob pattern before its first wildcard."""
     parts = Path(pattern).parts
@@ -133,13 +141,17 @@ def find_images(
 ) -> list[tuple[Path, Path]]:
     """(file, output path relative to the output folder) for each input: files as given, images in
     folders (their subfolders mirrored with ``recursive``), glob matches. Files under ``exclude`` (the
-    output folder) are left out of folders."""
+    output folder) are left out of folders that hold it or are it; a folder below it (``photos/`` into
+    ``-o .``) is read as usual, its outputs landing beside it."""
     found: list[tuple[Path, Path]] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
+            root = Path(os.path.realpath(path))
+            below = exclude is not None and root != exclude and root.is_relative_to(exclude)
+            skip = None if below else exclude
             for image in image_files(path, recursive=recursive):
-                if exclude is None or not Path(os.path.realpath(image)).is_relative_to(exclude):
+                if skip is None or not Path(os.path.realpath(image)).is_relative_to(skip):
                     found.append((image, image.relative_to(path)))
         elif not path.exists() and glob.has_magic(str(source)):
             matches = sorted(Path(m) for m in glob.glob(str(source), recursive=True))
@@ -216,6 +228,8 @@ def read_list(path: Path) -> list[list[Path]]:
         raise DataError(f"{path} is not a text list of paths (not UTF-8)") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read the list: {' '.join(str(err).split())}") from None
+    if "\0" in text:  # binary data; no path can hold a NUL byte
+        raise DataError(f"{path} is not a text list of paths (it holds NUL bytes)")
     rows = []
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):

@@ -3,15 +3,19 @@
 ``read_image`` returns pixels as H×W×C numpy arrays (C = 1 or 3) in the file's own sample type
 (uint8, uint16 or float32) with any alpha channel split off, and raises :class:`ImageReadError` with
 a one-line message for anything it cannot read. Pillow decodes everything it can hold exactly;
-16-bit RGB(A) PNGs are decoded by Pillow twice (high and low bytes) and multi-channel TIFFs Pillow
-cannot hold exactly (16-bit RGB, float RGB) are read with ``tifffile``. CMYK becomes RGB through its
-embedded ICC profile (Pillow's plain formula without one). Refused: animations and multi-page files
-(only the first frame would be deblurred) and float samples that are NaN or infinite.
+16-bit RGB(A) PNGs are decoded by Pillow twice (high and low bytes) and TIFFs Pillow cannot hold
+exactly or read (16-bit RGB, float RGB, float64 grey, planes stored apart) are read with ``tifffile``.
+CMYK becomes RGB through its embedded ICC profile (Pillow's plain formula without one). Refused:
+animations and multi-page files (only the first frame would be deblurred), float samples that are NaN
+or infinite, signed integer samples (Pillow would wrap them around), JPEGs too small for the size
+their header declares (libjpeg would fill the rest with grey), and pipes or devices named like images.
+``read_size`` reads the size from the header alone, with the same errors.
 """
 
 from __future__ import annotations
 
 import io
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -23,7 +27,15 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError, one_line
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "data_range", "from_float", "read_image", "to_float"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "LoadedImage",
+    "data_range",
+    "from_float",
+    "read_image",
+    "read_size",
+    "to_float",
+]
 
 DEFAULT_MAX_PIXELS = 200_000_000
 """Largest image deblurkit reads by default (200 megapixels); each command has an option to raise it."""
@@ -38,7 +50,12 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib
 _FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF", "FLI", "DCX")
 _PAGE_FORMATS = ("TIFF", "DCX")
 _TIFF_REDUCED = 1  # NewSubfileType bit: a reduced-resolution copy (thumbnail) of another page
+_TIFF_PLANAR = 2  # PlanarConfiguration: each sample in a plane of its own
+_TIFF_SIGNED = 2  # SampleFormat: signed integers
+_SIGNED = "{path}: signed integer samples are not supported (convert the image to unsigned or float samples)"
 _TIFFFILE_PHOTOMETRICS = ("MINISBLACK", "RGB")
+_ORIENTATION = 0x0112
+_JPEG_HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 
 
 @dataclass
@@ -119,11 +136,57 @@ def _open(fp: io.BufferedReader, filename: str) -> Image.Image:
     raise UnidentifiedImageError("not a recognised image format")
 
 
+def _as_tuple(value: Any) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
+
+
 def _check_size(width: int, height: int, max_pixels: int, path: Path) -> None:
     if width * height > max_pixels:
         raise ImageReadError(
             f"{path}: image is too large ({width}×{height} = {width * height:,} pixels; "
             f"the limit is {max_pixels:,})"
+        )
+
+
+def _jpeg_huffman_coded(fp: io.BufferedReader) -> bool:
+    """Whether a JPEG's frame is Huffman-coded (SOF0-3, 5-7): walks the marker segments up to the
+    frame header; False for arithmetic coding and for anything it cannot follow."""
+    start = fp.tell()
+    try:
+        fp.seek(2)
+        while True:
+            head = fp.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                return False
+            marker, length = head[1], struct.unpack(">H", head[2:])[0]
+            if marker == 0xFF:  # fill byte before a marker
+                fp.seek(-3, io.SEEK_CUR)
+                continue
+            if marker in _JPEG_HUFFMAN_FRAMES:
+                return True
+            if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xCC)) or marker == 0xDA or length < 2:
+                return False  # an arithmetic-coded frame, scan data before any frame header, a bad length
+            fp.seek(length - 2, io.SEEK_CUR)
+    finally:
+        fp.seek(start)
+
+
+def _check_jpeg_data(image: Image.Image, fp: io.BufferedReader, size: int, path: Path) -> None:
+    """Refuse a JPEG too small for the size its header declares (a bomb, or a file cut short that kept
+    its end marker: libjpeg would fill the missing part with grey and report no error).
+
+    Every block of a Huffman-coded JPEG carries at least a one-bit DC code, so the file holds at least
+    one bit per MCU (of ``8·hmax × 8·vmax`` pixels).
+    """
+    sampling = [(h, v) for _, h, v, _ in getattr(image, "layer", [])] or [(1, 1)]
+    h_max, v_max = max(max(h for h, _ in sampling), 1), max(max(v for _, v in sampling), 1)
+    width, height = image.size
+    mcus = -(-width // (8 * h_max)) * -(-height // (8 * v_max))
+    needed = mcus // 8
+    if size < needed and _jpeg_huffman_coded(fp):
+        raise ImageReadError(
+            f"{path}: file is truncated or corrupt (a {width}×{height} JPEG needs at least "
+            f"{needed:,} bytes, the file has {size:,})"
         )
 
 
@@ -264,7 +327,8 @@ def _check_photometric(page: Any, path: Path) -> None:
 
 
 def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
-    """Multi-channel TIFFs Pillow cannot hold exactly (16-bit or float LA/RGB/RGBA), via tifffile."""
+    """TIFFs Pillow cannot hold exactly or cannot read (16-bit or float LA/RGB/RGBA, float16/64 grey,
+    samples stored plane by plane), via tifffile."""
     try:
         import tifffile
     except ImportError as err:  # pragma: no cover - tifffile ships with scikit-image
@@ -278,6 +342,8 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
             _check_single(pages if pages == 1 else sum(not p.is_reduced for p in tif.pages), "TIFF", path)
             _check_photometric(page, path)
             array = page.asarray()
+            if int(page.planarconfig) == _TIFF_PLANAR and page.samplesperpixel > 1 and array.ndim == 3:
+                array = np.moveaxis(array, 0, -1)  # samples stored plane by plane
             tags = page.tags
             orientation = int(tags["Orientation"].value) if "Orientation" in tags else 1
             icc = tags["InterColorProfile"].value if "InterColorProfile" in tags else None
@@ -285,16 +351,23 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
         raise
     except Exception as err:  # tifffile raises many types for broken files
         raise ImageReadError(f"{path}: cannot decode TIFF: {one_line(err)}") from err
-    if array.ndim != 3 or array.shape[2] not in (2, 3, 4):
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
         raise ImageReadError(f"{path}: unsupported TIFF layout {array.shape} ({array.dtype})")
-    if array.dtype == np.uint16 or array.dtype == np.float32:
-        bit_depth = 16 if array.dtype == np.uint16 else 32
-    elif array.dtype == np.float64 or array.dtype == np.float16:
-        array, bit_depth = array.astype(np.float32), 32
+    if array.dtype.kind == "i":
+        raise ImageReadError(_SIGNED.format(path=path))
+    if array.dtype == np.uint8 or array.dtype == np.uint16:
+        bit_depth = 8 * array.dtype.itemsize
+    elif array.dtype.kind == "f" and array.dtype.itemsize <= 8:
+        array, bit_depth = array.astype(np.float32, copy=False), 32
     else:
         raise ImageReadError(f"{path}: unsupported TIFF sample type {array.dtype}")
     pixels, alpha = _split(_orient(array, orientation), has_alpha=array.shape[2] in (2, 4))
-    mode = ("LA" if pixels.shape[2] == 1 else "RGBA") if alpha is not None else "RGB"
+    if pixels.shape[2] == 3:
+        mode = "RGB" if alpha is None else "RGBA"
+    else:
+        mode = "LA" if alpha is not None else {8: "L", 16: "I;16", 32: "F"}[bit_depth]
     return LoadedImage(
         pixels,
         alpha,
@@ -307,6 +380,32 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
     )
 
 
+def read_size(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of an image as :func:`read_image` would return it, from its header alone; the
+    same :class:`ImageReadError` for a missing, empty, unrecognised or too large file."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with path.open("rb") as fp:
+            try:
+                image = _open(fp, str(path))
+            except UnidentifiedImageError:
+                fp.seek(0)
+                if fp.read(4) in _TIFF_MAGIC:  # what _read_tifffile reads
+                    return read_image(path, max_pixels=max_pixels).pixels.shape[:2]
+                raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
+            width, height = image.size
+            _check_size(width, height, max_pixels, path)
+            orientation = image.getexif().get(_ORIENTATION, 1)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"{path}: image is too large: {one_line(err)}") from err
+    except _DECODE_ERRORS as err:
+        raise ImageReadError(f"{path}: cannot decode image: {one_line(err)}") from err
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode ``path`` fully, orientation applied; every failure is an :class:`ImageReadError`."""
     path = Path(path)
@@ -316,18 +415,29 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loa
     return image
 
 
-def _decode(path: Path, max_pixels: int) -> LoadedImage:
-    """The image in ``path``; single frame, sample values not yet checked."""
+def _check_file(path: Path) -> int:
+    """The size in bytes of the file ``path``; an :class:`ImageReadError` where it is no such file,
+    a folder, a pipe or device (reading could block or never end) or empty."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read: {one_line(err)}") from err
-    if path.is_dir():
+    except ValueError:  # a NUL byte in the name
+        raise ImageReadError(f"{str(path)!r}: not a valid file name (it holds a NUL byte)") from None
+    if stat.S_ISDIR(info.st_mode):
         raise ImageReadError(f"{path}: is a folder, not an image")
-    if size == 0:
+    if not stat.S_ISREG(info.st_mode):  # a pipe or a device: reading it could block or never end
+        raise ImageReadError(f"{path}: not a regular file (a pipe, socket or device)")
+    if info.st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    return info.st_size
+
+
+def _decode(path: Path, max_pixels: int) -> LoadedImage:
+    """The image in ``path``; single frame, sample values not yet checked."""
+    size = _check_file(path)
     try:
         with path.open("rb") as fp:
             magic = fp.read(4)
@@ -340,9 +450,13 @@ def _decode(path: Path, max_pixels: int) -> LoadedImage:
                 raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
             _check_size(*image.size, max_pixels, path)
             fmt, mode = image.format, image.mode
+            if fmt == "JPEG":
+                _check_jpeg_data(image, fp, size, path)
             _check_single(_frame_count(image), fmt, path)
             rawmode = image.tile[0].args if fmt == "PNG" and image.tile else None
             bits = image.tag_v2.get(258) if fmt == "TIFF" else None
+            if fmt == "TIFF" and _TIFF_SIGNED in _as_tuple(image.tag_v2.get(339, ())):
+                raise ImageReadError(_SIGNED.format(path=path))  # Pillow would wrap them around
             if fmt == "TIFF" and isinstance(bits, tuple) and len(bits) > 1 and max(bits) > 8:
                 return _read_tifffile(path, max_pixels)
             icc = image.info.get("icc_profile")

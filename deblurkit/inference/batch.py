@@ -108,6 +108,15 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def _finished(output: Path) -> bool:
+    """Whether an output was written by an earlier run: a file (a folder in the way, or a name the
+    file system refuses, is not; writing it then fails for that file alone)."""
+    try:
+        return output.is_file()
+    except OSError:  # e.g. a name too long
+        return False
+
+
 def _output_suffix(source: Path, ext: str | None) -> str:
     if ext:
         return "." + ext.lower().lstrip(".")
@@ -129,12 +138,17 @@ def collect_jobs(
     """
     if not sources:
         raise UsageError("no inputs given")
+    if any(sep in suffix for sep in (os.sep, os.altsep, "\0") if sep):
+        raise UsageError(f"--suffix {suffix!r} holds a path separator (outputs stay in the output folder)")
     if ext and "." + ext.lower().lstrip(".") not in WRITE_FORMATS:
         known = ", ".join(sorted({s.lstrip(".") for s in WRITE_FORMATS}))
         raise UsageError(f"cannot write {ext!r} images (use one of {known})")
     folder = Path(output_dir) if output_dir is not None else default_output_dir(sources)
     found = find_images(sources, recursive=recursive, exclude=_real(folder))
     if not found:
+        same = [s for s in sources if Path(s).is_dir() and _real(Path(s)) == _real(folder)]
+        if same:  # its images are taken for earlier outputs, never read
+            raise UsageError(f"the output folder {folder} is the input folder {same[0]}: choose another -o")
         raise UsageError(f"no images found in {', '.join(str(s) for s in sources)}")
     jobs, owners = [], {}
     inputs = {_real(source) for source, _ in found}
@@ -213,7 +227,9 @@ def _write(
         if is_disk_full(err):
             stop = "the run stopped (free some space, then run again to resume)"
             raise DeblurkitError(f"cannot write {job.output}: {one_line(err)}; {stop}") from None
-        error = f"cannot write {job.output}: {describe(err)}"
+        error = describe(err)
+        if not (isinstance(err, DeblurkitError) and error.startswith("cannot write ")):  # names its file
+            error = f"cannot write {job.output}: {error}"
         return FileResult(job.input, job.output, "failed", seconds, error, result.notes)
     seconds += time.perf_counter() - start
     megapixels = image.height * image.width / 1e6
@@ -246,7 +262,7 @@ def run_jobs(
     for job in jobs:
         if job.error:
             yield FileResult(job.input, job.output, "failed", error=job.error)
-        elif skip_existing and job.output.exists():
+        elif skip_existing and _finished(job.output):
             yield FileResult(job.input, job.output, "skipped")
         else:
             todo.append(job)
@@ -311,7 +327,7 @@ class DeblurRun:
     def _writes(self) -> bool:
         """Whether any job will write (not refused, and not skipped for an existing output)."""
         return any(
-            job.error is None and not (self.skip_existing and job.output.exists()) for job in self.jobs
+            job.error is None and not (self.skip_existing and _finished(job.output)) for job in self.jobs
         )
 
     def __iter__(self) -> Iterator[FileResult]:

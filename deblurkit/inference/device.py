@@ -9,6 +9,10 @@ from ..errors import UsageError
 __all__ = ["DeviceError", "resolve_device"]
 
 
+_TYPES = ("cpu", "cuda", "mps")
+_KINDS = "use auto, cpu, cuda, cuda:N or mps"
+
+
 class DeviceError(UsageError):
     """A device that does not exist here (a usage error)."""
 
@@ -27,7 +31,9 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise DeviceError(f"unknown device {spec!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise DeviceError(f"unknown device {spec!r} ({_KINDS})") from None
+    if device.type not in _TYPES:  # meta, xpu, xla, vulkan...: torch names them, deblurkit runs on none
+        raise DeviceError(f"device {spec!r} is not supported ({_KINDS})")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"device {spec!r} asked for, but CUDA is not available here")

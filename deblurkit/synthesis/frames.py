@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from ..errors import DeblurkitError, UsageError
 from ..imaging.atomic import check_writable
 from ..imaging.compare import is_comparison
+from ..imaging.discovery import outside
 from .blur import add_camera_noise, checked_range, quantise_and_compress
 
 __all__ = [
@@ -96,14 +97,18 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def frame_sequences(root: str | Path, min_length: int = 1) -> list[list[Path]]:
+def frame_sequences(
+    root: str | Path, min_length: int = 1, *, exclude: Sequence[Path] = ()
+) -> list[list[Path]]:
     """Every folder at or below ``root`` that directly holds at least ``min_length`` image frames,
-    as a list of its frames in natural order (``2.png`` before ``10.png``)."""
+    as a list of its frames in natural order (``2.png`` before ``10.png``); folders in or below
+    ``exclude`` (a run's own outputs) are left out."""
     root = Path(root)
     if not root.is_dir():
         raise DeblurkitError(f"{root} is not a folder of video frames")
     sequences = []
-    for folder in sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in _FRAME_SUFFIXES} | {root}):
+    folders = {p.parent for p in root.rglob("*") if p.suffix.lower() in _FRAME_SUFFIXES} | {root}
+    for folder in sorted(outside(folders, exclude)):
         frames = sorted(
             (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _FRAME_SUFFIXES),
             key=_natural_key,
@@ -157,7 +162,8 @@ def synthesize_from_frames(
     manifest = output / "synth.jsonl"
     manifest.write_text(json.dumps({"seed": seed, "frames": asdict(settings)}) + "\n", encoding="utf-8")
     root = Path(source)
-    for number, sequence in enumerate(frame_sequences(root, settings.frames[0])):
+    written = (output / "blur", output / "sharp")  # never read back as frames
+    for number, sequence in enumerate(frame_sequences(root, settings.frames[0], exclude=written)):
         rng = np.random.default_rng([seed, number])
         start = 0
         while True:

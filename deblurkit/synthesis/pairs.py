@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..imaging.atomic import check_writable
+from ..imaging.discovery import DataError, outside
 from ..imaging.reading import from_float, read_image, to_float
 from ..imaging.writing import write_image
 from ..training.data import sharp_images
@@ -31,10 +32,13 @@ def synthesize_pairs(
     quantisation unless ``settings.bits`` is 0.
     """
     root, output = Path(source), Path(output)
+    images = outside(sharp_images(root), (output / "blur", output / "sharp"))  # not earlier pairs
+    if not images:
+        raise DataError(f"{root}: no images found outside the pairs in {output}")
     check_writable(output)
     manifest = output / "synth.jsonl"
     manifest.write_text(json.dumps({"seed": seed, "settings": asdict(settings)}) + "\n", encoding="utf-8")
-    for path in sharp_images(root):
+    for path in images:
         name = path.relative_to(root).with_suffix("").as_posix() if root.is_dir() else path.stem
         loaded = read_image(path)
         bits = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(loaded.pixels.dtype, 0)

@@ -369,6 +369,8 @@ def load_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfi
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a TOML config (not UTF-8 text)") from None
     return from_toml(text, where=str(path), base=base)
 
 

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import ImageReadError
 from ..imaging.discovery import DataError, DataScan, Pair, image_files, read_list
-from ..imaging.reading import read_image, to_float
+from ..imaging.reading import read_image, read_size, to_float
 from ..synthesis.blur import Degradation, degrade
 
 __all__ = [
@@ -65,13 +64,7 @@ def _size(path: Path, full: bool) -> tuple[int, int]:
     if full:
         loaded = read_image(path)
         return loaded.height, loaded.width
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageReadError(f"{path}: {' '.join(str(err).split())}") from None
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+    return read_size(path)
 
 
 def _check(item: tuple[Sequence[Path], bool]) -> list[tuple[int, int] | str]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import DeblurkitError, one_line
-from ..imaging.atomic import is_disk_full, write_text_atomic
+from ..imaging.atomic import check_writable, is_disk_full, write_text_atomic
 from ..zoo.models import build_network
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, default_loss, to_toml
@@ -382,8 +382,8 @@ class Trainer:
 
     def _run(self) -> TrainResult:
         config, ctx = self.config, self.ctx
-        if ctx.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.main:  # one line for a file in the way, a read-only folder or a full disk
+            check_writable(self.run_dir)
         ctx.barrier()
         resumed = self._prepare()
         if ctx.main:

@@ -12,12 +12,13 @@ import math
 import os
 import re
 import sys
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeblurkitError, ModelNotFoundError
+from ..errors import DeblurkitError, ModelNotFoundError, one_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -167,15 +168,41 @@ def _check_normalisation(name: str, config: Mapping[str, Any]) -> None:
         raise DeblurkitError(f"model card {name}: config std must be positive")
 
 
+def _type_name(kind: Any) -> str:
+    return "a table" if kind is Mapping else {str: "a string", int: "an integer", bool: "a boolean"}[kind]
+
+
+def _check_types(cls: type, data: Mapping[str, Any], where: str) -> None:
+    """Each setting of ``data`` that names a field of dataclass ``cls`` has that field's TOML type
+    (string, integer, boolean or table); unknown settings are left to the constructor to name."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        kind = hints.get(key)
+        kind = Mapping if typing.get_origin(kind) is Mapping else kind
+        if kind not in (str, int, bool, Mapping):
+            continue
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+            raise DeblurkitError(f"{where}: {key} must be {_type_name(kind)}, got {value!r}"[:300])
+
+
 def _parse_card(path: Path, *, builtin: bool = False) -> ZooEntry:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise DeblurkitError(f"model card {path.name} cannot be read: {err}") from None
-    weights = data.pop("weights", None)
-    if weights and weights.get("bundled"):
-        weights["local_path"] = str(path.parent / weights["filename"])
-    data["reported_metrics"] = data.pop("metrics", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise DeblurkitError(f"model card {path} cannot be read: {one_line(err)}") from None
+    weights, metrics = data.pop("weights", None), data.pop("metrics", {})
+    _check_types(ZooEntry, data, f"model card {path}")
+    if not isinstance(metrics, dict) or not all(_is_number(value) for value in metrics.values()):
+        raise DeblurkitError(f"model card {path}: [metrics] must be a table of finite numbers")
+    data["reported_metrics"] = metrics
+    if weights is not None:
+        if not isinstance(weights, dict):
+            raise DeblurkitError(f"model card {path}: weights must be a table ([weights])")
+        _check_types(WeightsSource, weights, f"model card {path} [weights]")
+        if not weights.get("filename"):
+            raise DeblurkitError(f"model card {path}: [weights] needs a filename")
+        if weights.get("bundled"):
+            weights["local_path"] = str(path.parent / weights["filename"])
     try:
         entry = ZooEntry(**data, weights=WeightsSource(**weights) if weights else None)
     except TypeError as err:
