@@ -169,7 +169,7 @@ def test_bad_specs_give_one_line_errors(encoder: ViTEncoder, spec: str, fragment
     with pytest.raises(DeblurkitError) as info:
         build_loss(spec, encoder=encoder)
     message = str(info.value)
-    assert "\n" not in message
+    assert "\n" not in message and info.value.exit_code == 2  # the user's spec to fix: a usage error
     assert fragment in message
     if spec.strip():
         assert "at column" in message or "at the end" in message

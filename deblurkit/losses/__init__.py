@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import DeblurkitError
+from ..errors import DeblurkitError, UsageError
 from .encoders import DEFAULT_BLOCKS, DEFAULT_ENCODER, ViTEncoder, load_encoder
 from .mae import (
     GLOBAL_VARIANTS,
@@ -112,7 +112,7 @@ _ENCODER = Option(
 )
 
 
-class _OptionError(DeblurkitError):
+class _OptionError(UsageError):
     """A bad option value found while building a term (``option`` names it, for the error position)."""
 
     def __init__(self, option: str, message: str) -> None:
@@ -260,7 +260,7 @@ def describe_terms() -> str:
 def _coerce(spec: str, term: TermSpec, key: str, option: Option, value: Any) -> Any:
     pos = term.option_pos.get(key, term.pos)
 
-    def fail(expected: str) -> DeblurkitError:
+    def fail(expected: str) -> UsageError:
         return spec_error(
             spec, pos, f"{term.name}: option {key} must be {expected}, got {_format_value(value)}"
         )
@@ -343,7 +343,7 @@ class CompositeLoss(nn.Module):
     def __init__(self, terms: list[tuple[str, float, nn.Module]], spec: str = "") -> None:
         super().__init__()
         if not terms:
-            raise DeblurkitError("a loss needs at least one term")
+            raise UsageError("a loss needs at least one term")
         self.spec = spec
         self.losses = nn.ModuleDict({name: module for name, _, module in terms})
         self.weights: dict[str, float] = {name: float(weight) for name, weight, _ in terms}

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DeblurkitError
+from ..errors import DeblurkitError, UsageError
 
 __all__ = ["Range", "TermSpec", "Token", "parse_spec", "spec_error", "tokenize"]
 
@@ -69,11 +69,11 @@ _TOKEN_RE = re.compile(
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
-def spec_error(spec: str, pos: int, message: str) -> DeblurkitError:
+def spec_error(spec: str, pos: int, message: str) -> UsageError:
     """A one-line error about ``spec`` at offset ``pos``."""
     flat = " ".join(spec.split()) if "\n" in spec else spec
     where = "at the end" if pos >= len(spec) else f"at column {pos + 1}"
-    return DeblurkitError(f"bad loss spec {flat!r}: {message} {where}")
+    return UsageError(f"bad loss spec {flat!r}: {message} {where}")
 
 
 def tokenize(spec: str) -> list[Token]:
@@ -136,7 +136,7 @@ class _Parser:
     # spec := term ('+' term)* END
     def parse(self) -> list[TermSpec]:
         if self.current.kind == "END":
-            raise DeblurkitError("empty loss spec: write terms like 'l1 + 0.1*mae_local'")
+            raise UsageError("empty loss spec: write terms like 'l1 + 0.1*mae_local'")
         terms = [self.term()]
         while self.current.kind == "+":
             self.advance()
