@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -111,6 +112,10 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary(
     result = _deblur(model_dir, str(tmp_path / "photos"), "-o", str(tmp_path / "out"))
     assert result.exit_code == 128 + signal.SIGTERM, result.output
     assert "terminated" in result.stderr and "Traceback" not in result.output
+    # As at the exit of a real process, the run's threads are let finish the write in progress first.
+    for thread in threading.enumerate():
+        if thread.name.startswith("deblurkit-"):
+            thread.join(timeout=30)
     assert _leftovers(tmp_path / "out") == []
     for path in (tmp_path / "out").glob("*.png"):  # what was written is complete
         assert read_image(path).pixels.shape == (24, 32, 3)

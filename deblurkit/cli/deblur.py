@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -254,11 +255,14 @@ def deblur(
         click.echo(f"{prefix}note: {note}", err=True)
     report = _Report(as_json, len(run), quiet, prefix)
     finished: list[FileResult] = []
+    # closing(): a run stopped early (Ctrl-C, SIGTERM) is closed at once, so it waits for the write in
+    # progress to complete (or remove its temporary) before the command exits.
     try:
-        for result in run:
-            report.add(result)
-            if result.status != "failed":
-                finished.append(result)
+        with contextlib.closing(iter(run)) as results:
+            for result in results:
+                report.add(result)
+                if result.status != "failed":
+                    finished.append(result)
     finally:  # a run that stops (a full disk) says why on a line of its own
         report.bar.close()
     click.echo(report.summary(), err=True)
