@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from tfjs_graph import randomize
+from tinymodels import TINY_MAXIM
 
 from deblurkit.archs import SizeRule, get_architecture
 from deblurkit.archs.maxim import (
@@ -22,18 +23,7 @@ from deblurkit.archs.maxim import (
     unblock_images,
 )
 
-TINY = {
-    "features": 4,
-    "depth": 2,
-    "num_stages": 2,
-    "num_groups": 1,
-    "num_bottleneck_blocks": 1,
-    "num_supervision_scales": 2,
-    "block_size_hr": [2, 2],
-    "block_size_lr": [2, 2],
-    "grid_size_hr": [2, 2],
-    "high_res_stages": 1,
-}
+TINY = TINY_MAXIM
 
 
 def _tiny(**extra) -> MAXIM:

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import save_file
-from tinymodels import TINY_NAFNET
+from tinymodels import TINY_MAXIM, TINY_NAFNET
 from torch.nn.modules import module as module_hooks
 
 from deblurkit.archs import ARCHITECTURES, all_architectures, get_architecture
@@ -45,20 +45,7 @@ TEST_CONFIGS = [
     ),
     (
         "maxim",
-        {
-            "features": 4,
-            "depth": 2,
-            "num_stages": 2,
-            "num_groups": 1,
-            "num_bottleneck_blocks": 1,
-            "num_supervision_scales": 2,
-            "block_size_hr": [2, 2],
-            "block_size_lr": [2, 2],
-            "grid_size_hr": [2, 2],
-            "high_res_stages": 1,
-            "keep_stages": 1,
-            "multiscale_outputs": False,
-        },
+        {**TINY_MAXIM, "keep_stages": 1, "multiscale_outputs": False},
     ),
 ]
 

@@ -16,6 +16,7 @@ import click
 import numpy as np
 import pytest
 import torch
+from cli_results import one_error
 from click.testing import CliRunner
 from PIL import Image
 
@@ -68,16 +69,6 @@ def _outputs(folder: Path) -> list[str]:
                 image.load()
             names.append(path.name)
     return names
-
-
-def _one_error(result, exit_code: int) -> str:
-    """The run's only ``error:`` line, after checking the exit code and that no traceback was shown."""
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 # --- 1. concurrent runs into one folder ------------------------------------------------------------
@@ -187,7 +178,7 @@ def test_an_unwritable_output_folder_is_one_line_before_any_image(
     out.mkdir()
     _failing_open(monkeypatch, code)
     result = _deblur(model_dir, str(photos), "-o", str(out))
-    line = _one_error(result, exit_code)
+    line = one_error(result, exit_code)
     assert line == f"error: cannot write into the output folder {out}: {os.strerror(code)}"
     assert list(out.iterdir()) == [] and "done" not in result.stderr
 
@@ -196,7 +187,7 @@ def test_an_output_folder_below_a_file_is_one_line(tmp_path: Path, model_dir: Pa
     photos = _photos(tmp_path / "photos", 1)
     (tmp_path / "file").write_bytes(b"not a folder")
     result = _deblur(model_dir, str(photos), "-o", str(tmp_path / "file" / "out"))
-    line = _one_error(result, 2)
+    line = one_error(result, 2)
     assert line.startswith(f"error: cannot write into the output folder {tmp_path / 'file' / 'out'}: ")
     with pytest.raises(UsageError, match="a file is in the way"):
         check_writable(tmp_path / "file")
@@ -208,7 +199,7 @@ def test_a_disk_that_fills_up_mid_run_stops_it_with_one_line(
     photos, out = _photos(tmp_path / "photos", 5), tmp_path / "out"
     _failing_open(monkeypatch, errno.ENOSPC, after=1, probe=False)
     result = _deblur(model_dir, str(photos), "-o", str(out))
-    line = _one_error(result, 1)
+    line = one_error(result, 1)
     assert line.startswith(f"error: cannot write {out / 'img01.png'}: [Errno {errno.ENOSPC}]")
     assert line.endswith("the run stopped (free some space, then run again to resume)")
     assert _outputs(out) == ["img00.png"]  # complete, and nothing truncated or temporary left
@@ -218,7 +209,7 @@ def test_synth_on_a_full_disk_stops_with_one_line(tmp_path: Path, monkeypatch) -
     photos, out = _photos(tmp_path / "photos", 3), tmp_path / "pairs"
     _failing_open(monkeypatch, errno.ENOSPC, after=1, probe=False)
     result = CliRunner().invoke(cli, ["synth", str(photos), "-o", str(out), "-q"])
-    line = _one_error(result, 1)
+    line = one_error(result, 1)
     assert line == f"error: cannot write the pairs into {out}: {os.strerror(errno.ENOSPC)}"
     written = [p for p in out.rglob("*") if p.is_file()]
     assert sorted(p.name for p in written) == ["img00.png", "synth.jsonl"]
@@ -292,7 +283,7 @@ def test_synth_of_a_photo_is_one_clear_usage_error(tmp_path: Path) -> None:
     assert f"Invalid value for 'SHARP_DIR': Directory '{photo}' is a file." in result.stderr
     assert "codec" not in result.stderr and not (tmp_path / "out").exists()
     below = CliRunner().invoke(cli, ["synth", str(tmp_path), "-o", str(photo / "out")])
-    assert _one_error(below, 2).startswith(f"error: cannot write into the output folder {photo / 'out'}")
+    assert one_error(below, 2).startswith(f"error: cannot write into the output folder {photo / 'out'}")
 
 
 # --- 6. --compile on CPU -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from cli_results import one_error
 from click.testing import CliRunner
 from PIL import Image
 
@@ -61,16 +62,6 @@ def _deblur(model_dir: Path, *args: str, **kwargs):
     return CliRunner().invoke(cli, command, **kwargs)
 
 
-def _one_error(result, exit_code: int) -> str:
-    """The run's only ``error:`` line, after checking the exit code and that no traceback was shown."""
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
 def _leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
@@ -88,7 +79,7 @@ def test_a_device_torch_names_but_deblurkit_cannot_use_is_a_usage_error(
         model_dir, str(_photo(tmp_path / "a.png")), "-o", str(tmp_path / "out"), "--device", device
     )
     assert (
-        _one_error(result, 2)
+        one_error(result, 2)
         == f"error: device {device!r} is not supported (use auto, cpu, cuda, cuda:N or mps)"
     )
 
@@ -206,7 +197,7 @@ def test_a_nul_byte_in_a_path_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="NUL"):
         read_list(pairs)
     result = CliRunner().invoke(cli, ["score", "--pairs", str(pairs)])
-    assert _one_error(result, 2) == f"error: {pairs} is not a text list of paths (it holds NUL bytes)"
+    assert one_error(result, 2) == f"error: {pairs} is not a text list of paths (it holds NUL bytes)"
 
 
 def test_stdin_lists_any_file_name_and_refuses_image_data(tmp_path: Path, model_dir: Path) -> None:
@@ -217,7 +208,7 @@ def test_stdin_lists_any_file_name_and_refuses_image_data(tmp_path: Path, model_
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted([odd.name, plain.name])
     result = _deblur(model_dir, "-", "-o", str(tmp_path / "out2"), input=plain.read_bytes())
-    assert _one_error(result, 2).startswith("error: '-' reads paths from stdin")
+    assert one_error(result, 2).startswith("error: '-' reads paths from stdin")
     assert not (tmp_path / "out2").exists()
 
 
@@ -238,12 +229,12 @@ def test_the_output_folder_may_hold_the_input_folder_but_not_be_it(tmp_path: Pat
     _photo(photos / "a.png")
     result = _deblur(model_dir, str(photos), "-o", str(photos))
     assert (
-        _one_error(result, 2)
+        one_error(result, 2)
         == f"error: the output folder {photos} is the input folder {photos}: choose another -o"
     )
     (tmp_path / "link").symlink_to(photos)
     result = _deblur(model_dir, str(photos), "-o", str(tmp_path / "link"))
-    assert "is the input folder" in _one_error(result, 2)
+    assert "is the input folder" in one_error(result, 2)
     result = _deblur(model_dir, str(photos), "-o", str(tmp_path))  # photos/a.png -> a.png beside it
     assert result.exit_code == 0, result.output
     assert read_image(tmp_path / "a.png").pixels.shape == (24, 32, 3)
@@ -255,7 +246,7 @@ def test_a_suffix_with_a_path_separator_is_a_usage_error(
 ) -> None:
     photo = _photo(tmp_path / "in" / "a.png")
     result = _deblur(model_dir, str(photo), "-o", str(tmp_path / "out" / "x"), "--suffix", suffix)
-    assert "holds a path separator" in _one_error(result, 2)
+    assert "holds a path separator" in one_error(result, 2)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.png", "in"]
 
 
@@ -302,7 +293,7 @@ def test_a_hostile_card_of_your_own_is_one_line(
     with pytest.raises(DeblurkitError, match=f"model card {re.escape(str(card))}.*{re.escape(message)}"):
         all_entries()
     result = CliRunner().invoke(cli, ["zoo", "list"])
-    assert message in _one_error(result, 1)
+    assert message in one_error(result, 1)
 
 
 # --- training data and synth ----------------------------------------------------------------------------
@@ -338,12 +329,12 @@ def test_an_unwritable_training_output_is_one_line(tmp_path: Path) -> None:
     command = ["train", "--architecture", "nafnet", "--arch-config", arch, "--data", str(pairs)]
     command += ["--steps", "1", "--crop", "16", "--workers", "0", "-q", "-o", str(tmp_path / "file")]
     result = CliRunner().invoke(cli, command)
-    assert _one_error(result, 2).startswith(f"error: cannot write into the output folder {tmp_path / 'file'}")
+    assert one_error(result, 2).startswith(f"error: cannot write into the output folder {tmp_path / 'file'}")
     (tmp_path / "config.toml").write_bytes(b"\x89PNG\r\n\x1a\n")
     result = CliRunner().invoke(
         cli, [*command[:-1], str(tmp_path / "run"), "-c", str(tmp_path / "config.toml")]
     )
-    assert "is not a TOML config (not UTF-8 text)" in _one_error(result, 2)
+    assert "is not a TOML config (not UTF-8 text)" in one_error(result, 2)
 
 
 def test_synth_into_its_own_source_never_reads_its_pairs_back(tmp_path: Path) -> None:

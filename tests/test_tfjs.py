@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_arch_maxim import TINY
 from tfjs_graph import PREFIX, GraphBuilder, graph_of, randomize
+from tinymodels import TINY_MAXIM as TINY
 
 from deblurkit.archs.maxim import MAXIM
 from deblurkit.errors import WeightsError

@@ -19,3 +19,17 @@ TINY_NAFNET = {
     "dec_blk_nums": [1, 1],
 }
 """A NAFNet small enough to run on a few small images in milliseconds."""
+
+TINY_MAXIM = {
+    "features": 4,
+    "depth": 2,
+    "num_stages": 2,
+    "num_groups": 1,
+    "num_bottleneck_blocks": 1,
+    "num_supervision_scales": 2,
+    "block_size_hr": [2, 2],
+    "block_size_lr": [2, 2],
+    "grid_size_hr": [2, 2],
+    "high_res_stages": 1,
+}
+"""A two-stage MAXIM with 2×2 blocks and grids: every part of the architecture, in milliseconds."""

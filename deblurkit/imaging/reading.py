@@ -14,10 +14,12 @@ their header declares (libjpeg would fill the rest with grey), and pipes or devi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import stat
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -380,29 +382,40 @@ def _read_tifffile(path: Path, max_pixels: int) -> LoadedImage:
     )
 
 
+@contextlib.contextmanager
+def _decode_errors_reported(path: Path) -> Iterator[None]:
+    """Turn what decoders raise inside the block into one :class:`ImageReadError` naming ``path``."""
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"{path}: image is too large: {one_line(err)}") from err
+    except MemoryError as err:
+        raise ImageReadError(f"{path}: not enough memory to decode the image") from err
+    except _DECODE_ERRORS as err:
+        reason = one_line(err)
+        if "truncated" in reason.lower():
+            raise ImageReadError(f"{path}: file is truncated (incomplete image data)") from err
+        raise ImageReadError(f"{path}: cannot decode image: {reason}") from err
+
+
 def read_size(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """(height, width) of an image as :func:`read_image` would return it, from its header alone; the
     same :class:`ImageReadError` for a missing, empty, unrecognised or too large file."""
     path = Path(path)
     _check_file(path)
-    try:
-        with path.open("rb") as fp:
-            try:
-                image = _open(fp, str(path))
-            except UnidentifiedImageError:
-                fp.seek(0)
-                if fp.read(4) in _TIFF_MAGIC:  # what _read_tifffile reads
-                    return read_image(path, max_pixels=max_pixels).pixels.shape[:2]
-                raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
-            width, height = image.size
-            _check_size(width, height, max_pixels, path)
-            orientation = image.getexif().get(_ORIENTATION, 1)
-    except ImageReadError:
-        raise
-    except Image.DecompressionBombError as err:
-        raise ImageReadError(f"{path}: image is too large: {one_line(err)}") from err
-    except _DECODE_ERRORS as err:
-        raise ImageReadError(f"{path}: cannot decode image: {one_line(err)}") from err
+    with _decode_errors_reported(path), path.open("rb") as fp:
+        try:
+            image = _open(fp, str(path))
+        except UnidentifiedImageError:
+            fp.seek(0)
+            if fp.read(4) in _TIFF_MAGIC:  # what _read_tifffile reads
+                return read_image(path, max_pixels=max_pixels).pixels.shape[:2]
+            raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
+        width, height = image.size
+        _check_size(width, height, max_pixels, path)
+        orientation = image.getexif().get(_ORIENTATION, 1)
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
@@ -438,50 +451,38 @@ def _check_file(path: Path) -> int:
 def _decode(path: Path, max_pixels: int) -> LoadedImage:
     """The image in ``path``; single frame, sample values not yet checked."""
     size = _check_file(path)
-    try:
-        with path.open("rb") as fp:
-            magic = fp.read(4)
-            fp.seek(0)
-            try:
-                image = _open(fp, str(path))
-            except UnidentifiedImageError:
-                if magic in _TIFF_MAGIC:
-                    return _read_tifffile(path, max_pixels)
-                raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
-            _check_size(*image.size, max_pixels, path)
-            fmt, mode = image.format, image.mode
-            if fmt == "JPEG":
-                _check_jpeg_data(image, fp, size, path)
-            _check_single(_frame_count(image), fmt, path)
-            rawmode = image.tile[0].args if fmt == "PNG" and image.tile else None
-            bits = image.tag_v2.get(258) if fmt == "TIFF" else None
-            if fmt == "TIFF" and _TIFF_SIGNED in _as_tuple(image.tag_v2.get(339, ())):
-                raise ImageReadError(_SIGNED.format(path=path))  # Pillow would wrap them around
-            if fmt == "TIFF" and isinstance(bits, tuple) and len(bits) > 1 and max(bits) > 8:
+    with _decode_errors_reported(path), path.open("rb") as fp:
+        magic = fp.read(4)
+        fp.seek(0)
+        try:
+            image = _open(fp, str(path))
+        except UnidentifiedImageError:
+            if magic in _TIFF_MAGIC:
                 return _read_tifffile(path, max_pixels)
-            icc = image.info.get("icc_profile")
-            image.load()
-            oriented = ImageOps.exif_transpose(image)
-            exif = oriented.info.get("exif")
-            if exif is None and oriented.getexif():
-                exif = oriented.getexif().tobytes()
-            if rawmode in _PNG_LOW_BYTE_RAWMODE:
-                pixels, alpha = _png_16bit(path, rawmode, max_pixels)
-                return LoadedImage(pixels, alpha, 16, mode, fmt, icc, exif, path)  # fresh arrays
-            if oriented.mode == "CMYK":
-                oriented, icc = _srgb_from_cmyk(oriented)
-            pixels, alpha, bit_depth = _pillow_pixels(oriented, path)
-    except ImageReadError:
-        raise
-    except Image.DecompressionBombError as err:
-        raise ImageReadError(f"{path}: image is too large: {one_line(err)}") from err
-    except MemoryError as err:
-        raise ImageReadError(f"{path}: not enough memory to decode the image") from err
-    except _DECODE_ERRORS as err:
-        reason = one_line(err)
-        if "truncated" in reason.lower():
-            raise ImageReadError(f"{path}: file is truncated (incomplete image data)") from err
-        raise ImageReadError(f"{path}: cannot decode image: {reason}") from err
+            raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") from None
+        _check_size(*image.size, max_pixels, path)
+        fmt, mode = image.format, image.mode
+        if fmt == "JPEG":
+            _check_jpeg_data(image, fp, size, path)
+        _check_single(_frame_count(image), fmt, path)
+        rawmode = image.tile[0].args if fmt == "PNG" and image.tile else None
+        bits = image.tag_v2.get(258) if fmt == "TIFF" else None
+        if fmt == "TIFF" and _TIFF_SIGNED in _as_tuple(image.tag_v2.get(339, ())):
+            raise ImageReadError(_SIGNED.format(path=path))  # Pillow would wrap them around
+        if fmt == "TIFF" and isinstance(bits, tuple) and len(bits) > 1 and max(bits) > 8:
+            return _read_tifffile(path, max_pixels)
+        icc = image.info.get("icc_profile")
+        image.load()
+        oriented = ImageOps.exif_transpose(image)
+        exif = oriented.info.get("exif")
+        if exif is None and oriented.getexif():
+            exif = oriented.getexif().tobytes()
+        if rawmode in _PNG_LOW_BYTE_RAWMODE:
+            pixels, alpha = _png_16bit(path, rawmode, max_pixels)
+            return LoadedImage(pixels, alpha, 16, mode, fmt, icc, exif, path)  # fresh arrays
+        if oriented.mode == "CMYK":
+            oriented, icc = _srgb_from_cmyk(oriented)
+        pixels, alpha, bit_depth = _pillow_pixels(oriented, path)
     return LoadedImage(
         _writable(pixels), alpha if alpha is None else _writable(alpha), bit_depth, mode, fmt, icc, exif, path
     )
